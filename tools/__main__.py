@@ -1,0 +1,35 @@
+"""``python -m tools <command>``: the one entry point of the host tools.
+
+Each command lives in its own module exposing ``configure(parser)`` and ``main(args) -> int``;
+command modules keep heavy imports inside ``main()``, so ``--help`` stays fast.
+"""
+import argparse
+import importlib
+import sys
+
+# command -> (module, one-line summary)
+COMMANDS = {
+    "serve": ("tools.serve", "run the mock OneNET platform standalone (a board on the LAN can upgrade from it)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools",
+        description="Host tools for the OneNET OTA client for MicroPython.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    for name, (module, summary) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=summary, description=summary)
+        cmd.set_defaults(_module=module)
+        importlib.import_module(module).configure(cmd)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return importlib.import_module(args._module).main(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Run the unix port of MicroPython with the firmware and the fakes on its path.
+
+Used by the tests, the demo and the bench alike, so that every one of them runs the device
+code the same way: ``MICROPYPATH`` replaces the whole path (frozen modules included), so
+``.frozen`` is always kept last.
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+FAKES = REPO / "host_tests" / "fakes"
+
+
+def executable() -> str:
+    """The `micropython` of the running venv first, then whatever is on PATH."""
+    here = Path(sys.executable).parent / "micropython"
+    if here.exists():
+        return str(here)
+    found = shutil.which("micropython")
+    if not found:
+        raise FileNotFoundError("micropython not found: pip install -r requirements.txt")
+    return found
+
+
+def micropypath(*extra) -> str:
+    """The device path: extra dirs first (e.g. compiled .mpy), then firmware/, the fakes, frozen."""
+    parts = [str(p) for p in extra] + [str(FIRMWARE), str(FAKES), ".frozen"]
+    return os.pathsep.join(parts)
+
+
+def command(args, heapsize=None):
+    cmd = [executable()]
+    if heapsize:
+        cmd += ["-X", "heapsize=%s" % heapsize]
+    return cmd + list(args)
+
+
+def environment(path=None, env=None) -> dict:
+    full = dict(os.environ)
+    full["MICROPYPATH"] = path or micropypath()
+    if env:
+        full.update({k: str(v) for k, v in env.items()})
+    return full
+
+
+def run(args, *, heapsize=None, path=None, env=None, cwd=None, timeout=60, input=None):
+    """Run micropython to completion; returns subprocess.CompletedProcess (text output)."""
+    return subprocess.run(
+        command(args, heapsize), env=environment(path, env), cwd=cwd, timeout=timeout,
+        input=input, capture_output=True, text=True,
+    )
+
+
+def start(args, *, heapsize=None, path=None, env=None, cwd=None):
+    """Start micropython in the background (stdout and stderr merged, line by line)."""
+    return subprocess.Popen(
+        command(args, heapsize), env=environment(path, env), cwd=cwd,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+    )

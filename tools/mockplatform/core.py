@@ -77,7 +77,7 @@ class MockPlatform:
 
     def start(self):
         self._server = ThreadedServer(self._requested_address, self._serve_connection)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="mockplatform", daemon=True)
         self._thread.start()
         return self

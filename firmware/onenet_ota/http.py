@@ -457,7 +457,7 @@ class Client:
             line = self._line(deadline)
             parts = line.split(None, 2)
             if len(parts) < 2 or parts[0][:7] != b"HTTP/1." or len(parts[1]) != 3 \
-                    or not parts[1].isdigit():
+                    or not parts[1].isdigit() or parts[1] < b"100":
                 raise ProtocolError("bad status line")
             status = int(parts[1])
             r = Response(self, status)

@@ -5,50 +5,50 @@ import json
 
 PATH = "ota_config.json"
 
-# name -> (type, default); a default of None means the field is required
-_FIELDS = {
-    "host": (str, "ota.heclouds.com"),
-    "port": (int, 0),  # 0: 80, or 443 with https
-    "https": (bool, False),
-    "ca_file": (str, ""),  # PEM or DER CA; with https, the server certificate is verified
-    "product_id": (str, None),
-    "access_key": (str, None),
-    "device_id": (str, ""),  # or unique_id, to look the id up on the platform
-    "unique_id": (str, ""),
-    "manuf": (int, 101),  # ESP32 in OneNET's table
-    "model": (int, 10101),
-    "version": (str, ""),  # "": read from the running firmware's app description
-    "check_interval": (int, 3600),
-    "chunk_size": (int, 4096),
-    "fragment_size": (int, 65536),  # bytes per Range request
-    "progress_step": (int, 10),
-    "reboot": (bool, True),
-    "timeout": (int, 10),  # seconds, connect and every read
-    "auth_method": (str, "sha256"),
-    "auth_lifetime": (int, 3600),  # seconds an Authorization header is valid for
-    "cdn": (bool, True),
-    "wifi_ssid": (str, ""),
-    "wifi_password": (str, ""),
-}
-
-
 class ConfigError(ValueError):
     pass
 
 
 class Config:
     def __init__(self, values):
-        for name, (kind, default) in _FIELDS.items():
-            value = values.get(name, default)
-            if value is None:
-                raise ConfigError("%s: field %r is missing" % (PATH, name))
-            if type(value) is not kind:
-                raise ConfigError("%s: field %r must be %s" % (PATH, name, kind.__name__))
-            setattr(self, name, value)
-        unknown = [name for name in values if name not in _FIELDS]
-        if unknown:
-            raise ConfigError("%s: unknown field %r" % (PATH, unknown[0]))
+        self._values = values
+        self._seen = []
+        self.host = self._get("host", str, "ota.heclouds.com")
+        self.port = self._get("port", int, 0)  # 0: 80, or 443 with https
+        self.https = self._get("https", bool, False)
+        self.ca_file = self._get("ca_file", str, "")  # PEM or DER; verifies the server
+        self.product_id = self._get("product_id", str)
+        self.access_key = self._get("access_key", str)
+        self.device_id = self._get("device_id", str, "")  # or unique_id, to look it up
+        self.unique_id = self._get("unique_id", str, "")
+        self.manuf = self._get("manuf", int, 101)  # ESP32 in OneNET's table
+        self.model = self._get("model", int, 10101)
+        self.version = self._get("version", str, "")  # "": the running app description's
+        self.check_interval = self._get("check_interval", int, 3600)
+        self.chunk_size = self._get("chunk_size", int, 4096)
+        self.fragment_size = self._get("fragment_size", int, 65536)  # bytes per Range request
+        self.progress_step = self._get("progress_step", int, 10)
+        self.reboot = self._get("reboot", bool, True)
+        self.timeout = self._get("timeout", int, 10)  # seconds: connect and every read
+        self.auth_method = self._get("auth_method", str, "sha256")
+        self.auth_lifetime = self._get("auth_lifetime", int, 3600)
+        self.cdn = self._get("cdn", bool, True)
+        self.wifi_ssid = self._get("wifi_ssid", str, "")
+        self.wifi_password = self._get("wifi_password", str, "")
+        for name in values:
+            if name not in self._seen:
+                raise ConfigError("%s: unknown field %r" % (PATH, name))
+        del self._values, self._seen
         self._check()
+
+    def _get(self, name, kind, default=None):
+        self._seen.append(name)
+        value = self._values.get(name, default)
+        if value is None:
+            raise ConfigError("%s: field %r is missing" % (PATH, name))
+        if type(value) is not kind:
+            raise ConfigError("%s: field %r must be %s" % (PATH, name, kind.__name__))
+        return value
 
     def _check(self):
         def bad(name, why):

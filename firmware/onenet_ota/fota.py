@@ -123,6 +123,7 @@ class Slot:
         sha = hashlib.sha256()
         acc = _CHECKSUM_SEED
         view = memoryview(buf)
+        base = 0
         for sector in range((end + SECTOR - 1) // SECTOR):
             part.readblocks(sector, buf)
             base = sector * SECTOR

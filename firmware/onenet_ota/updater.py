@@ -120,6 +120,7 @@ class Updater:
         the platform answered, so an image that cannot reach it is rolled back at the next
         reset."""
         token = entry["token"]
+        _log("confirming", entry["target"], "- running", self.running)
         self.api.tasking(FOTA, self.cfg.cdn)  # proves the new image reaches the platform
         if self.running != entry["target"]:
             if entry["phase"] == journal.VERIFIED:
@@ -187,34 +188,45 @@ class Updater:
         return code
 
     def _download_and_switch(self, task, entry):
-        cfg = self.cfg
         slot = fota.Slot()
+        entry = self._download_stage(task, entry, slot)
+        try:
+            return self._upgrade_stage(task, entry, slot)
+        except MemoryError:
+            raise _Fail(UPGRADE_NO_MEMORY, "out of memory after the download")
+
+    def _download_stage(self, task, entry, slot):
+        """Gate, token check, download with resume, MD5. Failures here are 1xx (205 for MD5)."""
         if task.size > slot.size:
             raise _Fail(NO_SPACE, "package of %d bytes, slot of %d" % (task.size, slot.size))
+        if task.delta:
+            raise _Fail(UPGRADE_FAILED, "differential packages are not supported")
         self._gate(task, LOW_BATTERY, POOR_SIGNAL)
         self.api.check_token(task.token)
         if entry is None:
             entry = {"kind": "fota", "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
                      "md5": task.md5, "size": task.size, "written": 0, "delta": task.delta}
             journal.save(entry)
-        if task.delta:
-            raise _Fail(UPGRADE_FAILED, "differential packages are not supported yet")
         md5 = hashlib.md5()
         self._rehash(slot, md5, entry["written"])
         self._download(task, slot, md5, entry)
         if binascii.hexlify(md5.digest()).decode() != task.md5:
             raise _Fail(MD5_MISMATCH, "package MD5 differs from the task's")
+        return entry
+
+    def _upgrade_stage(self, task, entry, slot):
+        """Image checks, 101, battery, switch. Failures here are 2xx."""
+        _log("downloaded", task.size, "bytes, MD5 ok; checking the image")
         try:
             slot.verify(task.size, self.chip, task.target, self.buf)
         except fota.ImageError as e:
             raise _Fail(e.code, str(e))
-        except MemoryError:
-            raise _Fail(UPGRADE_NO_MEMORY, "out of memory verifying the image")
         try:
             self.api.report(task.token, DOWNLOADED)
         except PlatformError as e:
             if e.errno != _api.INVALID_OPERATION:  # already upgrading: 101 went out before a cut
                 raise
+        _log("reported 101")
         self._gate(task, UPGRADE_LOW_BATTERY, None)
         entry["phase"] = journal.VERIFIED
         journal.save(entry)
@@ -270,6 +282,7 @@ class Updater:
                     # step 100 would move the task to upgrading, where 101 is refused: the
                     # verified 101 report ends the download instead
                     reported = percent // step * step
+                    _log("progress", "%d%%" % reported)
                     if self.on_progress:
                         self.on_progress(reported)
                     self.api.progress(task.token, reported)

@@ -786,6 +786,33 @@ def test_redirect(platform, client, task, kind):
     assert (status, body) == (206, PACKAGE[:10])
 
 
+def test_task_data_overrides_check_and_tasking(platform, client, task):
+    platform.set_fault("task-data", {"size": -1, "md5": None, "token": "a/b c"})
+    platform.set_fault("task-data", '{"target": "not a version!"}')  # JSON text merges too
+    for errno, data in (client.check(), client.tasking()):
+        assert errno == 0
+        assert data["size"] == -1 and data["token"] == "a/b c" and data["target"] == "not a version!"
+        assert "md5" not in data  # null removes the field
+        assert data["retry"] == task.retry  # the rest as it was
+    assert task.state == "to-be-upgraded"
+    assert client.download(task.token)[2] == PACKAGE  # the real token still serves the package
+    platform.clear_faults()
+    assert client.check()[1]["size"] == L and client.check()[1]["token"] == task.token
+
+
+def test_task_data_applies_after_the_advertising_faults(platform, client, task):
+    platform.set_fault("wrong-size", 5)
+    platform.set_fault("task-data", {"md5": "0" * 32})
+    data = client.check()[1]
+    assert data["size"] == L + 5 and data["md5"] == "0" * 32
+
+
+def test_task_data_must_be_an_object(platform):
+    for arg in ("[1, 2]", "size=1", None):
+        with pytest.raises(ValueError):
+            platform.set_fault("task-data", arg)
+
+
 def test_unknown_fault_and_endpoint_are_refused(platform):
     with pytest.raises(ValueError):
         platform.set_fault("explode")

@@ -14,6 +14,7 @@ In a test::
         task = platform.add_task("1234", package=b"..." or Path(...), target="1.1",
                                  ota_type=1, package_type=1, ip_port="auto")
         platform.faults.drop_at = [65536]          # or platform.set_fault("drop", 65536)
+        platform.set_fault("task-data", {"size": -1})  # malformed task data in check/tasking
         ...run the device against platform.url (or platform.host / platform.port)...
         assert task.history == ["to-be-upgraded", "downloading", "upgrading", "completed"]
         assert task.reports == [(101, 0), (201, 0)]   # (result code, errno answered)

@@ -145,7 +145,8 @@ def _refuse_unless_ok(errno, note):
 
 
 def task_data(platform, task, local_address):
-    """The ``data`` of a check or tasking answer, with the advertising faults applied."""
+    """The ``data`` of a check or tasking answer, with the advertising faults applied
+    (wrong-md5, wrong-size, then task-data overrides)."""
     faults = platform.faults
     md5 = task.md5
     if faults.wrong_md5:
@@ -159,6 +160,11 @@ def task_data(platform, task, local_address):
         data["ipPort"] = "%s:%d" % (local_address[0], local_address[1])
     elif task.ip_port:
         data["ipPort"] = task.ip_port
+    for name, value in faults.task_data.items():  # the task-data fault: malformed tasks
+        if value is None:
+            data.pop(name, None)
+        else:
+            data[name] = value
     return data
 
 

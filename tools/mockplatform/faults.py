@@ -31,8 +31,16 @@ Offsets are absolute offsets in the package file. ENDPOINT is one of the names i
 ``chunked``                        send API JSON with ``Transfer-Encoding: chunked``
 ``redirect=absolute|relative``     answer downloads with 302 to the same file at
                                    ``/mock/file/{token}`` (absolute URL or a path)
+``task-data=JSON``                 merge a JSON object into the ``data`` of every check and
+                                   tasking answer, after the advertising faults (always); a
+                                   ``null`` value removes that field; repeated: merged
+                                   (``task_data``). For malformed tasks: ``{"size": -1}``,
+                                   ``{"token": "a/b"}``, ``{"md5": null}``. Only what is
+                                   advertised changes: the download still serves the package
+                                   under the task's real token.
 =================================  ===========================================================
 """
+import json
 import threading
 
 ENDPOINTS = ("version_report", "version_query", "check", "token_check", "download",
@@ -41,7 +49,7 @@ ENDPOINT_GROUPS = ("api", "any")
 
 FAULT_NAMES = ("drop", "stall", "stall-body", "http-error", "errno", "ignore-range", "corrupt",
                "wrong-md5", "wrong-size", "expire-token", "cancel-at", "bad-json",
-               "endless-header", "chunked", "redirect")
+               "endless-header", "chunked", "redirect", "task-data")
 
 
 def _endpoint(name):
@@ -89,10 +97,18 @@ class Faults:
         self.endless_header = {}    # endpoint -> remaining count
         self.chunked = False
         self.redirect = None        # None, "absolute" or "relative"
+        self.task_data = {}         # field -> value merged into check/tasking data (None: removed)
 
     def set(self, name, arg=None):
         """Add the fault ``name`` with ``arg`` in command-line syntax (see the module doc).
-        ``expire-token`` is an action on tasks: ``MockPlatform.set_fault`` handles it."""
+        ``expire-token`` is an action on tasks: ``MockPlatform.set_fault`` handles it.
+        ``task-data`` also takes a dict."""
+        if name == "task-data":
+            fields = arg if isinstance(arg, dict) else json.loads(arg or "")
+            if not isinstance(fields, dict):
+                raise ValueError("task-data must be a JSON object, not %r" % (arg,))
+            self.task_data.update(fields)
+            return
         arg = as_text(arg)
         parts = arg.split(":") if arg else []
         if name == "drop":

@@ -23,9 +23,9 @@ def connect(cfg):
 
 
 def ota():
-    from onenet_ota import config, updater
+    from onenet_ota import load_config, updater
 
-    cfg = config.load()
+    cfg = load_config()
     connect(cfg)
     return updater.Updater(cfg).cycle()
 

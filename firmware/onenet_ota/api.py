@@ -1,21 +1,10 @@
 # One method per south endpoint of the OneNET OTA API (shared/spec). Every reply is
 # {"errno", "error", "data"}; a non-zero errno becomes a PlatformError the flow acts on, and
-# the task data is checked field by field before anything trusts it.
+# task data is checked field by field before anything trusts it.
 from micropython import const
 
-# errno values the flow tells apart
-AUTH_FAILED = const(1)
-NOT_FOUND = const(4)
-INTERNAL = const(7)
-EXPIRED = const(12)
-INVALID_STATE = const(17)
-COMPLETED = const(20)
-INVALID_OPERATION = const(21)
-CANCELLED = const(22)
-
-_TOKEN_MAX = const(128)
-_VERSION_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._"
-_HEX = "0123456789abcdef"
+_AUTH_FAILED = const(1)
+_PLAIN = "-._0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class PlatformError(Exception):
@@ -25,7 +14,7 @@ class PlatformError(Exception):
 
 
 class ServerError(Exception):
-    """The platform answered with an HTTP status other than 200 (5xx: worth retrying)."""
+    """An HTTP status other than the expected one (5xx: worth retrying)."""
 
     def __init__(self, status):
         super().__init__("HTTP status %d" % status)
@@ -33,54 +22,50 @@ class ServerError(Exception):
 
 
 class TaskError(ValueError):
-    """The task data cannot be trusted (wrong type, missing field, impossible value)."""
+    """Task data that cannot be trusted."""
 
 
-def valid_version(v):
-    return isinstance(v, str) and 1 <= len(v) <= 20 and all(c in _VERSION_CHARS for c in v)
+def plain(s, most):
+    """1..most characters of [A-Za-z0-9._-]: safe in a URL path and query, a valid version."""
+    if type(s) is not str or not 0 < len(s) <= most:
+        return False
+    for c in s:
+        if c not in _PLAIN:
+            return False
+    return True
 
 
 class Task:
     """The data of endpoints 2 and 7, validated."""
 
-    def __init__(self, data):
-        if not isinstance(data, dict):
+    def __init__(self, d):
+        if type(d) is not dict:
             raise TaskError("task data is not an object")
-        token = data.get("token")
+        self._d = d
         # the token goes into URL paths and queries: nothing that could break out of them
-        if not isinstance(token, str) or not 0 < len(token) <= _TOKEN_MAX or not all(
-            c in _VERSION_CHARS for c in token
-        ):
-            raise TaskError("task token %r is not a plain token" % (token,))
-        self.token = token
-        self.target = self._field(data, "target", str)
-        if not valid_version(self.target):
-            raise TaskError("task target %r is not a version" % self.target)
-        self.size = self._field(data, "size", int)
-        if self.size <= 0:
-            raise TaskError("task size %d" % self.size)
-        md5 = self._field(data, "md5", str).lower()
-        if len(md5) != 32 or not all(c in _HEX for c in md5):
-            raise TaskError("task md5 %r is not 32 hex digits" % md5)
-        self.md5 = md5
-        self.signal = self._field(data, "signal", int, 0)
-        self.power = self._field(data, "power", int, 0)
-        self.retry = self._field(data, "retry", int, 0)
-        self.interval = self._field(data, "interval", int, 0)
-        if self.retry < 0 or self.interval < 0:
-            raise TaskError("task retry/interval negative")
-        self.ip_port = self._field(data, "ipPort", str, "")
-        if any(c in self.ip_port for c in " /\r\n\t"):
-            raise TaskError("task ipPort %r is not host:port" % self.ip_port)
-        self.delta = self._field(data, "type", int, 1) == 2
+        self.token = self._get("token", str, None, 128)
+        self.target = self._get("target", str, None, 20)
+        self.size = self._get("size", int)
+        self.md5 = md5 = self._get("md5", str).lower()
+        for c in md5:
+            if c not in "0123456789abcdef":
+                raise TaskError("task md5 %r is not hex" % md5)
+        self.signal = self._get("signal", int, 0)
+        self.power = self._get("power", int, 0)
+        self.retry = self._get("retry", int, 0)
+        self.interval = self._get("interval", int, 0)
+        self.ip_port = self._get("ipPort", str, "")
+        self.delta = self._get("type", int, 1) == 2
+        del self._d
+        if self.size <= 0 or len(md5) != 32 or self.retry < 0 \
+                or self.interval < 0 or not (self.ip_port == "" or plain(self.ip_port.replace(":", ""), 255)):
+            raise TaskError("task data out of range: size %d md5 %s retry %d interval %d ipPort %s" % (
+                self.size, self.md5, self.retry, self.interval, self.ip_port))
 
-    @staticmethod
-    def _field(data, name, kind, default=None):
-        value = data.get(name, default)
-        if value is None:
-            raise TaskError("task has no %r" % name)
-        if type(value) is not kind:
-            raise TaskError("task %r is not %s" % (name, kind.__name__))
+    def _get(self, name, kind, default=None, most=0):
+        value = self._d.get(name, default)
+        if type(value) is not kind or (most and not plain(value, most)):
+            raise TaskError("task %s: %r" % (name, value))
         return value
 
 
@@ -92,68 +77,64 @@ class Api:
         self.dev_id = dev_id
 
     def _call(self, method, path, body=None):
-        """One API call; returns `data` (or None). Refreshes the Authorization header once on
-        errno 1, since the usual cause is a device clock the server's Date just corrected."""
+        """One call; returns `data` (or None). On errno 1 the header is signed anew once: the
+        usual cause is a device clock the server's Date has just corrected."""
         for attempt in (0, 1):
-            resp = self.client.request(
-                method, self.base + path, headers={"Authorization": self.auth.header()}, json=body)
+            resp = self.client.request(method, self.base + path,
+                                       headers={"Authorization": self.auth.header()}, json=body)
             self.auth.sync(resp.date)
             if resp.status != 200:
                 resp.close()
                 raise ServerError(resp.status)
             reply = resp.json()
-            if not isinstance(reply, dict) or type(reply.get("errno")) is not int:
-                raise ServerError(200)  # answered, but not in the platform's shape
-            errno = reply["errno"]
-            if errno == AUTH_FAILED and not attempt:
+            errno = reply.get("errno") if type(reply) is dict else None
+            if type(errno) is not int:
+                raise ServerError(200)  # an answer, but not in the platform's shape
+            if errno == _AUTH_FAILED and not attempt:
                 self.auth.renew()
-                continue
-            if errno:
+            elif errno:
                 raise PlatformError(errno, str(reply.get("error")))
-            return reply.get("data")
+            else:
+                return reply.get("data")
 
-    def report_version(self, f_version=None, s_version=None):
-        body = {}
-        if f_version:
-            body["f_version"] = f_version
-        if s_version:
-            body["s_version"] = s_version
-        self._call("POST", "/ota/device/version?dev_id=" + self.dev_id, body)
-
-    def check(self, kind, version, manuf, model, cdn):
-        """Endpoint 2: the open task of this kind, or None."""
+    def _task(self, path, none_errnos):
         try:
-            data = self._call("GET", "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
-                self.dev_id, manuf, model, kind, version, "true" if cdn else "false"))
-        except PlatformError:
-            return None  # "no task" is a non-zero errno without data
-        return Task(data) if data else None
-
-    def tasking(self, kind, cdn):
-        """Endpoint 7: the task being downloaded or upgraded, after the token was lost."""
-        try:
-            data = self._call("GET", "/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (
-                self.dev_id, kind, "true" if cdn else "false"))
+            data = self._call("GET", path)
         except PlatformError as e:
-            if e.errno in (NOT_FOUND, EXPIRED):
+            if e.errno in none_errnos:
                 return None
             raise
         return Task(data) if data else None
+
+    def check(self, kind, version, manuf, model, cdn):
+        """Endpoint 2: the open task of this kind, or None (any errno without data)."""
+        return self._task("/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
+            self.dev_id, manuf, model, kind, version, "true" if cdn else "false"), range(1, 1000))
+
+    def tasking(self, kind, cdn):
+        """Endpoint 7: the task being downloaded or upgraded (after the token was lost)."""
+        return self._task("/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (
+            self.dev_id, kind, "true" if cdn else "false"), (4, 12))
+
+    def report_version(self, f_version):
+        self._call("POST", "/ota/device/version?dev_id=" + self.dev_id, {"f_version": f_version})
 
     def check_token(self, token):
         self._call("GET", "/ota/south/download/%s/check?dev_id=%s" % (token, self.dev_id))
 
     def progress(self, token, step):
-        self._call("POST", "/ota/south/device/download/%s/progress?dev_id=%s" % (token, self.dev_id), {"step": step})
+        self._call("POST", "/ota/south/device/download/%s/progress?dev_id=%s" % (token, self.dev_id),
+                   {"step": step})
 
     def report(self, token, result):
         self._call("POST", "/ota/south/report?dev_id=%s&token=%s" % (self.dev_id, token), {"result": result})
 
     def device_id(self, product_id, unique_id):
+        """Endpoint 9: the dev_id of the device with this unique id."""
         data = self._call("GET", "/ota/devInfo?pid=%s&authInfo=%s" % (product_id, unique_id))
-        dev_id = data.get("dev_id") if isinstance(data, dict) else None
+        dev_id = data.get("dev_id") if type(data) is dict else None
         if type(dev_id) is int:
             dev_id = str(dev_id)
-        if not isinstance(dev_id, str) or not dev_id.isdigit():
+        if type(dev_id) is not str or not dev_id.isdigit():
             raise TaskError("devInfo gave no dev_id")
         return dev_id

@@ -1,89 +1,67 @@
 # ota_config.json: what a device needs to talk to the platform. Every field is checked once,
-# here, so a typo stops the cycle with a message naming the field instead of failing later
-# in the middle of a download. The access key is never part of any message.
+# here, so a typo stops the cycle with a message naming the field instead of failing later in
+# the middle of a download. The access key is never part of any message.
+# onenet_ota.load_config() unloads this module afterwards: the checks never cost heap again.
 import json
 
 PATH = "ota_config.json"
+
+# name, type, default (None: required)
+_FIELDS = (
+    ("host", str, "ota.heclouds.com"),
+    ("port", int, 0),  # 0: 80, or 443 with https
+    ("https", bool, False),
+    ("ca_file", str, ""),  # PEM or DER CA file: with https, the server certificate is verified
+    ("product_id", str, None),
+    ("access_key", str, None),
+    ("device_id", str, ""),  # or unique_id, to look the id up on the platform
+    ("unique_id", str, ""),
+    ("manuf", int, 101),  # ESP32 in OneNET's table
+    ("model", int, 10101),
+    ("version", str, ""),  # "": the running firmware's app description
+    ("check_interval", int, 3600),  # seconds between cycles, for the application's scheduler
+    ("chunk_size", int, 4096),  # bytes per flash write: whole sectors
+    ("fragment_size", int, 65536),  # bytes per Range request
+    ("progress_step", int, 10),  # percent between progress reports
+    ("reboot", bool, True),  # reset into the new firmware as soon as it is switched to
+    ("timeout", int, 10),  # seconds: connect and every read
+    ("auth_method", str, "sha256"),
+    ("auth_lifetime", int, 3600),  # seconds an Authorization header lives
+    ("cdn", bool, True),  # the device resolves host names (the platform may send one)
+    ("wifi_ssid", str, ""),
+    ("wifi_password", str, ""),
+)
+
 
 class ConfigError(ValueError):
     pass
 
 
 class Config:
-    def __init__(self, values):
-        self._values = values
-        self._seen = []
-        self.host = self._get("host", str, "ota.heclouds.com")
-        self.port = self._get("port", int, 0)  # 0: 80, or 443 with https
-        self.https = self._get("https", bool, False)
-        self.ca_file = self._get("ca_file", str, "")  # PEM or DER; verifies the server
-        self.product_id = self._get("product_id", str)
-        self.access_key = self._get("access_key", str)
-        self.device_id = self._get("device_id", str, "")  # or unique_id, to look it up
-        self.unique_id = self._get("unique_id", str, "")
-        self.manuf = self._get("manuf", int, 101)  # ESP32 in OneNET's table
-        self.model = self._get("model", int, 10101)
-        self.version = self._get("version", str, "")  # "": the running app description's
-        self.check_interval = self._get("check_interval", int, 3600)
-        self.chunk_size = self._get("chunk_size", int, 4096)
-        self.fragment_size = self._get("fragment_size", int, 65536)  # bytes per Range request
-        self.progress_step = self._get("progress_step", int, 10)
-        self.reboot = self._get("reboot", bool, True)
-        self.timeout = self._get("timeout", int, 10)  # seconds: connect and every read
-        self.auth_method = self._get("auth_method", str, "sha256")
-        self.auth_lifetime = self._get("auth_lifetime", int, 3600)
-        self.cdn = self._get("cdn", bool, True)
-        self.wifi_ssid = self._get("wifi_ssid", str, "")
-        self.wifi_password = self._get("wifi_password", str, "")
-        for name in values:
-            if name not in self._seen:
-                raise ConfigError("%s: unknown field %r" % (PATH, name))
-        del self._values, self._seen
-        self._check()
+    """The settings as attributes; filled and checked by load()."""
 
-    def _get(self, name, kind, default=None):
-        self._seen.append(name)
-        value = self._values.get(name, default)
-        if value is None:
-            raise ConfigError("%s: field %r is missing" % (PATH, name))
-        if type(value) is not kind:
-            raise ConfigError("%s: field %r must be %s" % (PATH, name, kind.__name__))
-        return value
-
-    def _check(self):
-        def bad(name, why):
-            raise ConfigError("%s: field %r %s" % (PATH, name, why))
-
-        if not self.product_id:
-            bad("product_id", "is empty")
-        if not self.access_key:
-            bad("access_key", "is empty")
-        if not (self.device_id or self.unique_id):
-            bad("device_id", "is empty and there is no unique_id to look it up with")
-        if not 0 <= self.port <= 65535:
-            bad("port", "is not a TCP port")
-        if not self.port:
-            self.port = 443 if self.https else 80
-        if self.ca_file and not self.https:
-            bad("ca_file", "is set but https is false")
-        if self.chunk_size <= 0 or self.chunk_size % 4096:
-            bad("chunk_size", "must be a positive multiple of 4096 (the flash sector)")
-        if self.fragment_size < self.chunk_size or self.fragment_size % self.chunk_size:
-            bad("fragment_size", "must be a multiple of chunk_size")
-        if not 1 <= self.progress_step <= 100:
-            bad("progress_step", "must be 1..100 (percent)")
-        if self.timeout <= 0:
-            bad("timeout", "must be positive")
-        if self.check_interval <= 0:
-            bad("check_interval", "must be positive")
-        if self.auth_method not in ("md5", "sha1", "sha256"):
-            bad("auth_method", "must be md5, sha1 or sha256")
-        if self.auth_lifetime < 600:
-            bad("auth_lifetime", "must be at least 600 seconds (headers renew 300 s early)")
-
-    def __repr__(self):
-        return "<Config %s:%d product %s device %s>" % (
-            self.host, self.port, self.product_id, self.device_id or self.unique_id)
+    host: str
+    port: int
+    https: bool
+    ca_file: str
+    product_id: str
+    access_key: str
+    device_id: str
+    unique_id: str
+    manuf: int
+    model: int
+    version: str
+    check_interval: int
+    chunk_size: int
+    fragment_size: int
+    progress_step: int
+    reboot: bool
+    timeout: int
+    auth_method: str
+    auth_lifetime: int
+    cdn: bool
+    wifi_ssid: str
+    wifi_password: str
 
 
 def load(path=PATH):
@@ -94,6 +72,56 @@ def load(path=PATH):
         raise ConfigError("%s: cannot be read" % path)
     except ValueError:
         raise ConfigError("%s: is not valid JSON" % path)
-    if not isinstance(values, dict):
+    if type(values) is not dict:
         raise ConfigError("%s: must hold a JSON object" % path)
-    return Config(values)
+    return from_dict(values, path)
+
+
+def from_dict(values, path=PATH):
+    def bad(name, why):
+        raise ConfigError("%s: field %r %s" % (path, name, why))
+
+    cfg = Config()
+    names = []
+    for name, kind, default in _FIELDS:
+        names.append(name)
+        value = values.get(name, default)
+        if value is None:
+            bad(name, "is missing")
+        if type(value) is not kind:
+            bad(name, "must be " + kind.__name__)
+        setattr(cfg, name, value)
+    for name in values:
+        if name not in names:
+            bad(name, "is unknown")
+    if not cfg.product_id:
+        bad("product_id", "is empty")
+    if not cfg.access_key:
+        bad("access_key", "is empty")
+    if not (cfg.device_id or cfg.unique_id):
+        bad("device_id", "is empty and there is no unique_id to look it up with")
+    if cfg.device_id and not cfg.device_id.isdigit():
+        bad("device_id", "must be the numeric OneNET device id")
+    if not 0 <= cfg.port <= 65535:
+        bad("port", "is not a TCP port")
+    if not cfg.port:
+        cfg.port = 443 if cfg.https else 80
+    if cfg.ca_file and not cfg.https:
+        bad("ca_file", "is set but https is false")
+    if cfg.chunk_size <= 0 or cfg.chunk_size % 4096:
+        bad("chunk_size", "must be a positive multiple of 4096 (the flash sector)")
+    if cfg.fragment_size < cfg.chunk_size or cfg.fragment_size % cfg.chunk_size:
+        bad("fragment_size", "must be a multiple of chunk_size")
+    if not 1 <= cfg.progress_step <= 100:
+        bad("progress_step", "must be 1..100 (percent)")
+    if cfg.timeout <= 0 or cfg.check_interval <= 0:
+        bad("timeout" if cfg.timeout <= 0 else "check_interval", "must be positive")
+    if cfg.auth_method not in ("md5", "sha1", "sha256"):
+        bad("auth_method", "must be md5, sha1 or sha256")
+    if cfg.auth_lifetime < 600:
+        bad("auth_lifetime", "must be at least 600 seconds (headers renew 300 s early)")
+    for name in ("product_id", "unique_id", "host"):
+        for c in getattr(cfg, name):
+            if c in " /?&#%\r\n\t":
+                bad(name, "has a character that cannot go in a URL")
+    return cfg

@@ -1,8 +1,8 @@
 """tools/device.py: the board runner and ESP-IDF's bootloader with app rollback."""
 import pytest
 
-from tools.device import (ABORTED, HARD_RESET, PENDING_VERIFY, PWRON_RESET, RESET_EXIT,
-                          SOFT_RESET, SOFT_RESET_EXIT, VALID, Device)
+from tools.device import (ABORTED, CUT_EXIT, HARD_RESET, NEW, PENDING_VERIFY, PWRON_RESET,
+                          RESET_EXIT, SECTOR, SOFT_RESET, SOFT_RESET_EXIT, VALID, Device)
 from tools.esp_image import build_app_image
 
 SWITCH = """
@@ -148,3 +148,142 @@ def test_kill_when_reports_a_device_that_ended(device):
     running = device.start(["-c", "print('done')"])
     with pytest.raises(RuntimeError, match="before 'never'"):
         running.kill_when("never", timeout=10)
+
+
+# ---- power cuts at a chosen point (cut=..., $FAKE_ESP32_CUT in fakes/esp32.py)
+
+OTA_1 = 0x190000
+OTADATA = 0xD000
+# three sectors of ota_1 written with writeblocks (erase + program each), then a marker
+THREE = """
+import esp32
+p = esp32.Partition('ota_1')
+for n in range(3):
+    print('sector', n)
+    p.writeblocks(n, bytes([n + 1]) * 4096)
+print('after')
+"""
+
+
+def erases_in_ota_1(device):
+    return {s - OTA_1 // SECTOR: n for s, n in device.erase_counts().items()
+            if OTA_1 // SECTOR <= s < OTA_1 // SECTOR + 8}
+
+
+def test_cut_inside_a_write_leaves_a_half_written_sector(device):
+    result = device.boot(["-c", "try:\n" + "".join("    " + ln + "\n" for ln in THREE.splitlines())
+                          + "finally:\n    print('finally')"], cut="writes=2:1000")
+    assert result.cut and result.returncode == CUT_EXIT == -10
+    assert result.output.split() == ["sector", "0", "sector", "1"]  # no finally: the power is gone
+    ota_1 = device.read(OTA_1, 3 * SECTOR)
+    assert ota_1[:SECTOR] == b"\1" * SECTOR
+    assert ota_1[SECTOR:2 * SECTOR] == b"\2" * 1000 + b"\xff" * (SECTOR - 1000)
+    assert ota_1[2 * SECTOR:] == b"\xff" * SECTOR
+    assert erases_in_ota_1(device) == {0: 1, 1: 1}
+    again = device.boot(["-c", THREE])  # the next run writes the sector again: erase first
+    assert again.returncode == 0 and device.corruptions() == []
+    assert erases_in_ota_1(device) == {0: 2, 1: 2, 2: 1}
+
+
+@pytest.mark.parametrize("cut, output, first, second", [
+    ("writes=1", ["sector", "0"], b"\xff" * SECTOR, b"\xff" * SECTOR),
+    ("writes=3:4096", ["sector", "0", "sector", "1", "sector", "2"], b"\1" * SECTOR, b"\2" * SECTOR),
+])
+def test_cut_before_or_after_a_whole_write(device, cut, output, first, second):
+    result = device.boot(["-c", THREE], cut=cut)
+    assert result.cut and result.output.split() == output
+    assert device.read(OTA_1, 2 * SECTOR) == first + second
+
+
+def test_cut_inside_an_erase_leaves_a_half_erased_sector(device):
+    device.flash_image("ota_1", b"\0" * 2 * SECTOR)
+    result = device.boot(["-c", THREE], cut="erases=2:512")
+    assert result.cut and result.output.split() == ["sector", "0", "sector", "1"]
+    assert device.read(OTA_1, 2 * SECTOR) == b"\1" * SECTOR + b"\xff" * 512 + b"\0" * (SECTOR - 512)
+    assert erases_in_ota_1(device) == {0: 2, 1: 2}  # flash_image, then the run (cut short)
+    assert device.boot(["-c", THREE]).returncode == 0 and device.corruptions() == []
+
+
+def test_the_countdown_starts_again_at_every_run(device):
+    assert device.boot(["-c", THREE], cut="writes=3").cut
+    assert device.boot(["-c", THREE], cut="writes=3").cut
+    assert device.boot(["-c", THREE]).output.split()[-1] == "after"
+
+
+@pytest.mark.parametrize("when, states_after, boots", [
+    # the image was checked, otadata untouched: the old app stays
+    ("before", [(1, VALID), None], "ota_0"),
+    # the inactive otadata sector is erased: the bootloader keeps the active one
+    ("erased", [(1, VALID), None], "ota_0"),
+    # the new entry is written (NEW): the next reset boots it, pending verification
+    ("after", [(1, VALID), (2, NEW)], "ota_1"),
+])
+def test_cut_inside_set_boot(device, images, when, states_after, boots):
+    device.boot(["-c", "pass"])
+    device.flash_image("ota_1", images["2.0"])
+    result = device.boot(["-c", SWITCH], cut="set_boot=" + when)
+    assert result.cut, result.output
+    assert [(e["seq"], e["state"]) if e["valid"] else None for e in device.boot_state()] == states_after
+    assert device.boot(["-c", WHO]).output.split() == [boots]
+
+
+def test_set_boot_alone_is_before(device, images):
+    device.flash_image("ota_1", images["2.0"])
+    assert device.boot(["-c", SWITCH], cut="set_boot").cut
+    assert device.boot(["-c", WHO]).slot == "ota_0"
+
+
+@pytest.mark.parametrize("when, boots, rolled_back", [
+    ("before", "ota_0", True),    # still PENDING_VERIFY at the reset: rollback
+    # mark-valid rewrites the active entry in place: erased, the bootloader falls back to the
+    # other entry (the old app, VALID) and nothing is ABORTED
+    ("erased", "ota_0", False),
+    ("after", "ota_1", False),    # VALID: the new app stays
+])
+def test_cut_inside_mark_valid(device, images, when, boots, rolled_back):
+    device.flash_image("ota_1", images["2.0"])
+    device.boot(["-c", SWITCH])
+    result = device.boot(["-c", CONFIRM], cut="mark_valid=" + when)
+    assert result.slot == "ota_1" and result.cut and "confirmed" not in result.output
+    again = device.boot(["-c", WHO])
+    assert (again.output.split(), again.rolled_back) == ([boots], rolled_back)
+    assert device.corruptions() == []
+
+
+def test_a_cut_is_no_kill(device):
+    """A run without cut= ignores a FAKE_ESP32_CUT of the host environment; a SIGKILL from
+    outside is not a cut."""
+    import os
+    os.environ["FAKE_ESP32_CUT"] = "writes=1"
+    try:
+        assert device.boot(["-c", THREE]).returncode == 0
+    finally:
+        del os.environ["FAKE_ESP32_CUT"]
+    running = device.start(["-c", "print('up')\nimport time\ntime.sleep(30)"])
+    running.kill_when("up")
+    assert not running.wait().cut
+
+
+@pytest.mark.parametrize("bad", ["writes=0", "writes=x", "reads=1", "set_boot=later", "writes=1:"])
+def test_a_cut_that_names_no_point_is_refused(device, bad):
+    with pytest.raises(ValueError, match="cut="):
+        device.boot(["-c", "pass"], cut=bad)
+    result = device.boot(["-c", "import esp32"], env={"FAKE_ESP32_CUT": bad})
+    assert result.returncode == 1 and "ValueError: FAKE_ESP32_CUT=" + bad in result.output
+
+
+def test_an_armed_cut_costs_no_allocation_on_the_hot_path(device):
+    result = device.boot(["-c", """
+import esp32, gc
+p = esp32.Partition('vfs')
+buf = bytearray(4096)
+p.writeblocks(0, buf)
+gc.collect()
+before = gc.mem_alloc()
+for n in range(64):
+    p.writeblocks(n, buf)
+    p.ioctl(6, n)
+print(gc.mem_alloc() - before)
+"""], cut="writes=100000", heapsize="64k")
+    assert result.returncode == 0, result.output
+    assert int(result.output.split()[-1]) <= 32

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import signal
 import struct
 import subprocess
 import threading
@@ -35,6 +36,10 @@ RESET_EXIT = 99        # machine.reset()
 DEEPSLEEP_EXIT = 98    # machine.deepsleep()
 SOFT_RESET_EXIT = 97   # machine.soft_reset()
 WDT_EXIT = 96          # a starved machine.WDT
+# a power cut by the fake esp32 at the point $FAKE_ESP32_CUT names (host_tests/fakes/esp32.py):
+# the process dies by SIGUSR1, told apart from a SIGKILL from outside (-9)
+CUT_EXIT = -signal.SIGUSR1
+CUT_PATTERN = re.compile(r"(writes|erases)=[1-9][0-9]*(:[0-9]+)?|(set_boot|mark_valid)(=(before|erased|after))?")
 # machine.reset_cause() values
 PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
 
@@ -139,6 +144,11 @@ class BootResult:
     @property
     def reset(self) -> bool:
         return self.returncode == RESET_EXIT
+
+    @property
+    def cut(self) -> bool:
+        """The power died at the point asked for with ``cut=``."""
+        return self.returncode == CUT_EXIT
 
 
 class Device:
@@ -337,29 +347,41 @@ class Device:
         return slot, rolled_back, cause, log
 
     # ---- runs
-    def _command(self, args, heapsize, env, extra_path):
-        full_env = {"FAKE_ESP32_DIR": str(self.root)}
+    def _command(self, args, heapsize, env, extra_path, cut):
+        full_env = {"FAKE_ESP32_DIR": str(self.root), "FAKE_ESP32_CUT": ""}
+        if cut:
+            if not CUT_PATTERN.fullmatch(cut):
+                raise ValueError("cut=%r: writes=N[:K], erases=N[:K], set_boot[=before|erased|after]"
+                                 " or mark_valid[=...]" % cut)
+            full_env["FAKE_ESP32_CUT"] = cut
         full_env.update(env or {})
         return dict(args=micropython.command(list(args or ["-m", "_board"]), heapsize),
                     env=micropython.environment(micropython.micropypath(*extra_path), full_env),
                     cwd=str(self.fs))
 
-    def boot(self, args=None, *, heapsize=None, timeout=60, env=None, extra_path=()) -> BootResult:
-        """Reset the device and run it to the end (main.py returns, or a reset/exit)."""
+    def boot(self, args=None, *, heapsize=None, timeout=60, env=None, extra_path=(),
+             cut=None) -> BootResult:
+        """Reset the device and run it to the end (main.py returns, or a reset/exit).
+
+        cut: where the power dies in this run (``result.cut`` then holds): ``"writes=N[:K]"``
+        inside the Nth flash program after K of its bytes, ``"erases=N[:K]"`` inside the Nth
+        sector erase after K of its bytes, ``"set_boot=before|erased|after"`` or
+        ``"mark_valid=..."`` around the otadata rewrite of those calls (fakes/esp32.py)."""
         slot, rolled_back, cause, log = self.bootloader()
         if slot is None:
             return BootResult(None, "", None, cause, rolled_back, True, log)
-        cmd = self._command(args, heapsize, env, extra_path)
+        cmd = self._command(args, heapsize, env, extra_path, cut)
         proc = subprocess.run(cmd.pop("args"), **cmd, timeout=timeout, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
         return BootResult(proc.returncode, proc.stdout, slot, cause, rolled_back, False, log)
 
-    def start(self, args=None, *, heapsize=None, env=None, extra_path=()) -> "Running":
-        """Reset the device and start it in the background (for power cuts)."""
+    def start(self, args=None, *, heapsize=None, env=None, extra_path=(), cut=None) -> "Running":
+        """Reset the device and start it in the background (for power cuts: ``cut=`` as
+        for boot(), or Running.kill_when())."""
         slot, rolled_back, cause, log = self.bootloader()
         if slot is None:
             raise RuntimeError("bricked: no bootable app\n" + "\n".join(log))
-        cmd = self._command(args, heapsize, env, extra_path)
+        cmd = self._command(args, heapsize, env, extra_path, cut)
         proc = subprocess.Popen(cmd.pop("args"), **cmd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
         return Running(proc, BootResult(None, "", slot, cause, rolled_back, False, log))

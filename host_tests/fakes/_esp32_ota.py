@@ -4,6 +4,7 @@
 import struct
 import micropython
 from micropython import const
+import os
 from esp32 import _dir, _flash, _buf, _table, _label, _find, _write, _erase
 
 _SECTOR = const(4096)
@@ -17,6 +18,39 @@ _NEW = const(0)
 _VALID = const(2)
 _INVALID = const(3)
 _ABORTED = const(4)
+
+
+# Power cuts ($FAKE_ESP32_CUT, described in esp32.py)
+_POINTS = ("set_boot=before", "set_boot=erased", "set_boot=after",
+           "mark_valid=before", "mark_valid=erased", "mark_valid=after")
+
+
+def arm():
+    # at the import of esp32: set its countdowns, or check that the cut names a point here
+    import esp32
+    cut = os.getenv("FAKE_ESP32_CUT")
+    if cut[:7] in ("writes=", "erases="):
+        n = [int(v) if v.isdigit() else -1 for v in cut[7:].split(":")]
+        if len(n) > 2 or min(n) < 0 or n[0] < 1:
+            raise ValueError("FAKE_ESP32_CUT=" + cut)
+        setattr(esp32, "_" + cut[:6], n[0])
+        esp32._part = n[1] if len(n) > 1 else 0
+    elif cut not in _POINTS and cut + "=before" not in _POINTS:
+        raise ValueError("FAKE_ESP32_CUT=" + cut)
+
+
+def die():
+    # the power is gone. sh's parent is this process, and the signal is pending before sh
+    # exits, so it is delivered before system() can return
+    os.system("kill -USR1 $PPID")
+    raise SystemExit(125)  # not reached
+
+
+def _at(call, when):
+    # a named cut point inside set_boot / mark_valid
+    cut = os.getenv("FAKE_ESP32_CUT")
+    if cut and (cut == call + "=" + when or (cut == call and when == "before")):
+        die()
 
 
 def _fail(code, name):
@@ -62,13 +96,14 @@ def _active(ents):
     return 0 if ok[0] else 1 if ok[1] else -1
 
 
-def _rewrite(addr, ents, i, seq, state):
+def _rewrite(addr, ents, i, seq, state, call):
     # rewrite_ota_seq(): erase that otadata sector, write the 32-byte entry
     b = ents[i]
     struct.pack_into("<I", b, 0, seq)
     struct.pack_into("<I", b, 24, state)
     struct.pack_into("<I", b, 28, _crc(b))
     _erase(addr, 2 * _SECTOR, i * _SECTOR, _SECTOR)
+    _at(call, "erased")
     _write(addr + i * _SECTOR, b, 0, 32)
 
 
@@ -139,6 +174,7 @@ def set_boot(part):
     # esp_ota_set_boot_partition() with rollback enabled: verify, then select it as NEW
     if not _image_ok(part._addr, part._size):
         _fail(_VALIDATE_FAILED, "ESP_ERR_OTA_VALIDATE_FAILED")
+    _at("set_boot", "before")
     t, sub = _table[part._i * 32 + 2], _table[part._i * 32 + 3]
     if t != 0:
         _fail(_INVALID_ARG, "ESP_ERR_INVALID_ARG")
@@ -161,7 +197,8 @@ def set_boot(part):
             while seq > base:
                 base += n
             i, seq = 1 - i, base
-    _rewrite(addr, ents, i, seq, _NEW)
+    _rewrite(addr, ents, i, seq, _NEW, "set_boot")
+    _at("set_boot", "after")
 
 
 def next_update(i):
@@ -174,13 +211,16 @@ def next_update(i):
 
 
 def mark_app_valid():
-    # esp_ota_mark_app_valid_cancel_rollback(): the active entry becomes VALID
+    # esp_ota_mark_app_valid_cancel_rollback(): the active entry becomes VALID, rewritten in
+    # place: a cut after the erase loses it, and the bootloader takes the other entry
+    _at("mark_valid", "before")
     addr, ents = _otadata()
     i = _active(ents)
     if i < 0 or not _slots():
         _fail(_ESP_FAIL, "ESP_FAIL")  # "Running firmware is factory"
     if _field(ents[i], 24) != _VALID:
-        _rewrite(addr, ents, i, _field(ents[i], 0), _VALID)
+        _rewrite(addr, ents, i, _field(ents[i], 0), _VALID, "mark_valid")
+    _at("mark_valid", "after")
 
 
 def boot_label():

@@ -8,6 +8,18 @@
 # NOR rules: a write can only clear bits (a write that would set one is logged to
 # corruption.log as "address old new", and the tests fail on it); an erase sets a 4 KiB
 # sector to 0xFF and is counted in erase_counts.bin (one little-endian u16 per sector).
+#
+# Power cuts at a chosen point, from $FAKE_ESP32_CUT (read once, at import). The power dies
+# by SIGUSR1 (tools.device.CUT_EXIT): no finally clause, no flush, nothing after it runs.
+#   writes=N[:K]  inside the Nth flash program of this run (every _write: writeblocks, the
+#                 otadata entries), after its first K bytes (default 0) reached the flash
+#   erases=N[:K]  inside the Nth sector erase of this run, after the first K bytes of the
+#                 sector (default 0) read 0xFF again; the erase is counted
+#   set_boot=before|erased|after, mark_valid=before|erased|after  inside
+#                 Partition.set_boot() / mark_app_valid_cancel_rollback(): before the otadata
+#                 sector is erased, between that erase and the write of the new entry, or at
+#                 the end of the call ("set_boot", "mark_valid" alone mean before)
+# The hot path pays a countdown of small ints: no allocation; the rest is in _esp32_ota.
 import os
 import struct
 import micropython
@@ -27,6 +39,9 @@ if not _dir:
 _flash = open(_dir + "/flash.bin", "r+b")
 _counts = open(_dir + "/erase_counts.bin", "r+b")
 _buf = bytearray(_CHUNK)
+
+_writes = _erases = -1  # power-cut countdowns: the operation that takes one to 0 is cut
+_part = 0  # bytes of the cut operation that reach the flash
 
 
 def _cold(name, *args):
@@ -61,6 +76,11 @@ def _program(old: ptr8, new: ptr8, off: int, n: int) -> int:
 
 
 def _write(addr, buf, off, n):
+    global _writes
+    _writes -= 1
+    cut = _writes == 0
+    if cut and _part < n:
+        n = _part  # a program cut short: only the first bytes changed
     while n > 0:
         k = n if n < _CHUNK else _CHUNK
         _flash.seek(addr)
@@ -74,6 +94,8 @@ def _write(addr, buf, off, n):
         addr += k
         off += k
         n -= k
+    if cut:
+        _cold("die")
 
 
 def _check(size, off, n):
@@ -86,6 +108,7 @@ def _check(size, off, n):
 
 def _erase(addr, size, off, n):
     # esp_partition_erase_range() on the partition at addr/size
+    global _erases
     _check(size, off, n)
     if n % _SECTOR:
         _fail(_INVALID_SIZE)
@@ -93,11 +116,14 @@ def _erase(addr, size, off, n):
         _fail(_INVALID_ARG)
     addr += off
     while n:
+        _erases -= 1
+        left = _part if _erases == 0 and _part < _SECTOR else _SECTOR
         for i in range(_CHUNK):
             _buf[i] = 0xFF
         _flash.seek(addr)
-        for i in range(_SECTOR // _CHUNK):
-            _flash.write(_buf)
+        while left > 0:
+            _flash.write(_buf, left if left < _CHUNK else _CHUNK)
+            left -= _CHUNK
         _counts.seek(addr >> 11)
         _counts.readinto(_buf, 2)
         i = (_buf[0] | _buf[1] << 8) + 1
@@ -105,6 +131,8 @@ def _erase(addr, size, off, n):
         _buf[1] = i >> 8
         _counts.seek(addr >> 11)
         _counts.write(_buf, 2)
+        if _erases == 0:
+            _cold("die")
         addr += _SECTOR
         n -= _SECTOR
 
@@ -218,3 +246,5 @@ _end = max(sum(struct.unpack_from("<II", _table, i)) for i in range(4, len(_tabl
 if _flash.seek(0, 2) > _end and not _find(1, 0xFF, "vfs") and not _find(1, 0xFF, "ffat"):
     _table.extend(struct.pack("<HBBII16sI", 0x50AA, 1, 0x81, _end, _flash.tell() - _end, b"vfs", 0))
 del _end
+if os.getenv("FAKE_ESP32_CUT"):
+    _cold("arm")

@@ -176,7 +176,11 @@ def _fetch(up, client, url, size, slot, md5, entry):
         end = size - 1
     elif resp.status == 206:
         got = resp.range
-        if not got or got[0] != written or got[1] > end or got[2] not in (None, size):
+        if got and got[2] is not None and got[2] != size:
+            # the server's file is not the task's: no retry can mend that
+            resp.close()
+            raise Fail(_DOWNLOAD_FAILED, "server has %d bytes, the task says %d" % (got[2], size))
+        if not got or got[0] != written or got[1] > end:
             raise http.ProtocolError("Content-Range %r for bytes=%d-%d" % (got, written, end))
         end = got[1]
     else:

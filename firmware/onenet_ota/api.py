@@ -22,7 +22,12 @@ class ServerError(Exception):
 
 
 class TaskError(ValueError):
-    """Task data that cannot be trusted."""
+    """Task data that cannot be trusted. `token` is the task's own when that much was sound:
+    the task can then be failed with a report instead of being offered again and again."""
+
+    def __init__(self, why, token=None):
+        super().__init__(why)
+        self.token = token
 
 
 def plain(s, most):
@@ -49,7 +54,7 @@ class Task:
         self.md5 = md5 = self._get("md5", str).lower()
         for c in md5:
             if c not in "0123456789abcdef":
-                raise TaskError("task md5 %r is not hex" % md5)
+                raise TaskError("task md5 %r is not hex" % md5, self.token)
         self.signal = self._get("signal", int, 0)
         self.power = self._get("power", int, 0)
         self.retry = self._get("retry", int, 0)
@@ -60,12 +65,12 @@ class Task:
         if self.size <= 0 or len(md5) != 32 or self.retry < 0 \
                 or self.interval < 0 or not (self.ip_port == "" or plain(self.ip_port.replace(":", ""), 255)):
             raise TaskError("task data out of range: size %d md5 %s retry %d interval %d ipPort %s" % (
-                self.size, self.md5, self.retry, self.interval, self.ip_port))
+                self.size, self.md5, self.retry, self.interval, self.ip_port), self.token)
 
     def _get(self, name, kind, default=None, most=0):
         value = self._d.get(name, default)
         if type(value) is not kind or (most and not plain(value, most)):
-            raise TaskError("task %s: %r" % (name, value))
+            raise TaskError("task %s: %r" % (name, value), getattr(self, "token", None))
         return value
 
 

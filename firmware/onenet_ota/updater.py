@@ -7,7 +7,7 @@
 from micropython import const
 
 from onenet_ota import journal, fota, http
-from onenet_ota.api import Api, PlatformError
+from onenet_ota.api import Api, PlatformError, TaskError
 
 FOTA = const(1)
 STATE_PATH = "ota_state.json"  # the dev_id once looked up, the version last reported
@@ -64,7 +64,16 @@ class Updater:
                 if lost_token(self):
                     return 201
                 self.report_version()
-            task = self.api.check(FOTA, self.running, self.cfg.manuf, self.cfg.model, self.cfg.cdn)
+            try:
+                task = self.api.check(FOTA, self.running, self.cfg.manuf, self.cfg.model, self.cfg.cdn)
+            except TaskError as e:
+                if not e.token:
+                    raise  # no token to report against: the cycle ends with the reason
+                # a task that cannot be acted on would be offered again and again: fail it
+                log("failed", 107, e)
+                journal.discard()
+                self.report_final(e.token, 107)
+                return 107
             if entry and not (task and entry["token"] == task.token and entry["md5"] == task.md5
                               and entry["size"] == task.size):
                 journal.discard()  # the journal's task is gone

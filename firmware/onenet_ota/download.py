@@ -76,7 +76,13 @@ def _download_stage(up, task, entry, slot):
     if task.delta:
         raise Fail(_UPGRADE_FAILED, "differential packages are not supported")
     _gate(up, task, _LOW_BATTERY, _POOR_SIGNAL)
-    up.api.check_token(task.token)
+    try:
+        up.api.check_token(task.token)
+    except PlatformError as e:
+        # 17 for a task already upgrading: the whole package is in the slot and the 101 went
+        # out before a power cut; checks and switch are left, and the 101 again answers 21
+        if e.errno != 17 or not entry or entry["written"] != task.size:
+            raise
     if entry is None:
         entry = {"kind": "fota", "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
                  "md5": task.md5, "size": task.size, "written": 0, "delta": task.delta}
@@ -126,6 +132,7 @@ def _download(up, task, slot, md5, entry):
     while entry["written"] < size:
         try:
             _fetch(up, client, url, size, slot, md5, entry)
+            journal.save(entry)  # before the progress report: a cut during it loses nothing
             percent = entry["written"] * 100 // size
             if percent - reported >= step and percent < 100:
                 # step 100 would move the task to upgrading, where 101 is refused: the
@@ -143,13 +150,13 @@ def _download(up, task, slot, md5, entry):
             retries = _retry(client, task, entry, retries, e)
         except (http.HTTPError, OSError) as e:
             retries = _retry(client, task, entry, retries, e)
-        journal.save(entry)
     if client is not up.client:
         client.close()
 
 
 def _retry(client, task, entry, retries, error):
     log("download interrupted at", entry["written"], error)
+    journal.save(entry)  # the chunks of the broken fragment are in flash
     client.close()
     if retries >= task.retry:
         if task.retry:

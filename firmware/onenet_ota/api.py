@@ -4,6 +4,7 @@
 from micropython import const
 
 _AUTH_FAILED = const(1)
+_INTERNAL = const(7)
 _PLAIN = "-._0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -83,38 +84,44 @@ class Api:
 
     def _call(self, method, path, body=None):
         """One call; returns `data` (or None). On errno 1 the header is signed anew once: the
-        usual cause is a device clock the server's Date has just corrected."""
+        usual cause is a device clock the server's Date has just corrected. An HTTP 5xx or
+        errno 7 (the platform's own trouble) is asked once more at once: every call is safe
+        to repeat, and a device that checks hourly should not lose an hour to one hiccup."""
         for attempt in (0, 1):
             resp = self.client.request(method, self.base + path,
                                        headers={"Authorization": self.auth.header()}, json=body)
             self.auth.sync(resp.date)
             if resp.status != 200:
                 resp.close()
+                if resp.status >= 500 and not attempt:
+                    continue
                 raise ServerError(resp.status)
             reply = resp.json()
             errno = reply.get("errno") if type(reply) is dict else None
             if type(errno) is not int:
                 raise ServerError(200)  # an answer, but not in the platform's shape
-            if errno == _AUTH_FAILED and not attempt:
-                self.auth.renew()
-            elif errno:
-                raise PlatformError(errno, str(reply.get("error")))
-            else:
+            if not errno:
                 return reply.get("data")
+            if attempt or errno not in (_AUTH_FAILED, _INTERNAL):
+                raise PlatformError(errno, str(reply.get("error")))
+            if errno == _AUTH_FAILED:
+                self.auth.renew()
 
     def _task(self, path, none_errnos):
         try:
             data = self._call("GET", path)
         except PlatformError as e:
-            if e.errno in none_errnos:
+            # none_errnos None: any errno but 7 (check); else only those listed (tasking)
+            if e.errno != _INTERNAL if none_errnos is None else e.errno in none_errnos:
                 return None
             raise
         return Task(data) if data else None
 
     def check(self, kind, version, manuf, model, cdn):
-        """Endpoint 2: the open task of this kind, or None (any errno without data)."""
+        """Endpoint 2: the open task of this kind, or None (any errno without data but 7: an
+        internal error says nothing about the task, and "no task" would drop its journal)."""
         return self._task("/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
-            self.dev_id, manuf, model, kind, version, "true" if cdn else "false"), range(1, 1000))
+            self.dev_id, manuf, model, kind, version, "true" if cdn else "false"), None)
 
     def tasking(self, kind, cdn):
         """Endpoint 7: the task being downloaded or upgraded (after the token was lost)."""

@@ -156,12 +156,14 @@ def test_cut_mid_download_resumes_from_the_journal(board, platform, upgrade, cut
     assert task.history == ["to-be-upgraded", "downloading", "upgrading", "completed"]
 
 
-@pytest.mark.parametrize("line", ["progress 30%", "progress 60%"])
-def test_kill_on_progress_resumes_from_the_journal(board, platform, upgrade, line):
+@pytest.mark.parametrize("line, stall", [("progress 30%", 100000), ("progress 60%", 180000)])
+def test_kill_on_progress_resumes_from_the_journal(board, platform, upgrade, line, stall):
     """A SIGKILL when the device prints a progress line lands somewhere after it (the
-    progress report, the journal save, the next fragment): wherever it landed, the next run
-    resumes exactly from the journal's count."""
+    progress report, the next fragment): wherever it landed, the next run resumes exactly
+    from the journal's count. (The body stalls a while later, so that a slow host cannot let
+    the download finish before the kill.)"""
     old, new, task = upgrade
+    platform.set_fault("stall-body", (stall, 1))
     running = board.start()
     running.kill_when(line)
     first = running.wait()
@@ -173,9 +175,9 @@ def test_the_journal_is_saved_before_the_progress_report(board, platform, upgrad
     """The progress report is a round trip to the platform (seconds on a slow link): a cut
     while it waits for the answer loses nothing of the fragment already in flash."""
     old, new, task = upgrade
-    platform.set_fault("stall", ("progress", 2))
+    platform.set_fault("stall", ("progress", 1))
     running = board.start()
-    running.kill_when("progress 30%")  # the device now waits 2 s for the progress answer
+    running.kill_when("progress 30%")  # the device now waits 1 s for the progress answer
     written, _ = resume_after(board, platform, running.wait(), old, new)
     assert written == 65536
     assert_settled(board, platform, task, old, new)

@@ -429,3 +429,17 @@ def test_ip_port_of_another_host_name_opens_a_download_connection(board, platfor
     dl_conn = {r.connection for r in downloads(platform)}
     assert len(api_conn) == 1 and len(dl_conn) == 1 and api_conn != dl_conn
     upgraded_in_one_boot(board, platform, task, new, result)
+
+
+# ---- malformed task data after the switch -------------------------------------------------------
+
+def test_malformed_tasking_answer_does_not_block_the_confirmation(board, platform):
+    """After the reboot, endpoint 7 only proves the new image reaches the platform: an answer
+    whose task data is malformed proves it as well, and the upgrade is confirmed."""
+    new = board.image("1.1")
+    task = board.add_task(new, target="1.1")
+    first = run(board)
+    assert first.returncode == RESET_EXIT, first.output
+    platform.set_fault("task-data", {"md5": None})
+    assert_upgraded(board, platform, task, new)
+    assert board.device.running_slot() == "ota_1"

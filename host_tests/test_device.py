@@ -287,3 +287,9 @@ print(gc.mem_alloc() - before)
 """], cut="writes=100000", heapsize="64k")
     assert result.returncode == 0, result.output
     assert int(result.output.split()[-1]) <= 32
+
+
+def test_start_takes_a_cut_too(device):
+    running = device.start(["-c", THREE], cut="erases=2")
+    result = running.wait()
+    assert result.cut and result.output.split() == ["sector", "0", "sector", "1"]

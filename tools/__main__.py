@@ -10,6 +10,7 @@ import sys
 # command -> (module, one-line summary)
 COMMANDS = {
     "serve": ("tools.serve", "run the mock OneNET platform standalone (a board on the LAN can upgrade from it)"),
+    "package": ("tools.package", "check and describe packages for OneNET (size and MD5 as the platform shows them)"),
 }
 
 

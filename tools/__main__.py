@@ -11,6 +11,7 @@ import sys
 COMMANDS = {
     "serve": ("tools.serve", "run the mock OneNET platform standalone (a board on the LAN can upgrade from it)"),
     "package": ("tools.package", "check and describe packages for OneNET (size and MD5 as the platform shows them)"),
+    "token": ("tools.token", "print an Authorization header for OneNET, to try the real platform with curl"),
 }
 
 

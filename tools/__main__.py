@@ -10,6 +10,7 @@ import sys
 # command -> (module, one-line summary)
 COMMANDS = {
     "serve": ("tools.serve", "run the mock OneNET platform standalone (a board on the LAN can upgrade from it)"),
+    "demo": ("tools.demo", "watch a whole firmware upgrade on this machine: mock platform, fake ESP32, unix MicroPython"),
     "deploy": ("tools.deploy", "put the OTA client on a board through mpremote (compiled .mpy, boot.py, main.py, config)"),
     "package": ("tools.package", "check and describe packages for OneNET (size and MD5 as the platform shows them)"),
     "token": ("tools.token", "print an Authorization header for OneNET, to try the real platform with curl"),

@@ -175,9 +175,13 @@ class Demo:
             self._start_bar(start)
         if start < self.position:
             self.resumes.append(start)
-            self.say("platform", "download resumes: Range: %s (the first %d bytes are in the device's "
-                     "flash already and are not fetched again)" % (request.headers.get("range"), start),
-                     "bold yellow")
+            if start:
+                self.say("platform", "download resumes: Range: %s (the first %d bytes are in the device's "
+                         "flash already and are not fetched again)" % (request.headers.get("range"), start),
+                         "bold yellow")
+            else:
+                self.say("platform", "download starts over: Range: %s (no fragment was safely in flash)"
+                         % request.headers.get("range"), "bold yellow")
         self.position = end + 1
         self.bar.update(self.bar_id, completed=self.position)
 
@@ -402,7 +406,7 @@ class Demo:
         self.ending(second)
         ranges = [start for connection, start, *_ in self.downloads if connection >= resumed_from]
         ok, verdict = self._confirmed(mpy, "with a power cut at %d%% of the download" % self.args.cut_at)
-        if not ranges or not ranges[0] or ranges[0] != durable:
+        if not ranges or ranges[0] != (durable or 0):
             return False, "the download after the cut did not resume at byte %s (first Range start %s)" % (
                 durable, ranges[0] if ranges else None)
         if ok:

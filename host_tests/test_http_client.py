@@ -142,7 +142,7 @@ PRELUDE = r"""
 import sys, gc
 from onenet_ota import http
 def show(r, body=True):
-    out = [r.status, r.length, r.range, r.headers.get("content-type"), r.url]
+    out = [r.status, r.length, r.range, r.headers.get("content-type")]
     if body:
         buf = bytearray(4096)
         data = b""
@@ -166,7 +166,7 @@ def mpy(tmp_path_factory):
     """The package compiled with mpy-cross (as shipped to boards): needed for small heaps."""
     out = tmp_path_factory.mktemp("mpy")
     (out / "onenet_ota").mkdir()
-    for name in ("__init__", "http", "auth"):
+    for name in ("__init__", "http", "_tls", "auth"):
         subprocess.run([micropython.executable().replace("micropython", "mpy-cross"), "-o",
                         str(out / "onenet_ota" / (name + ".mpy")),
                         str(micropython.FIRMWARE / "onenet_ota" / (name + ".py"))], check=True)
@@ -233,7 +233,7 @@ class Module:
     socket = Counting
 WRITES = []
 http.socket = Module
-c = http.Client(timeout=2, bufsize=600)
+c = http.Client(timeout=2)
 c.request("GET", URL, headers={"Authorization": "a" * 200, "Range": "bytes=0-"}).readinto(bytearray(8))
 c.request("POST", URL, json={"step": 10}).readinto(bytearray(8))
 c.request("POST", URL, data=b"x" * 2000).readinto(bytearray(8))
@@ -280,8 +280,8 @@ def test_reconnects_when_server_closed_or_body_left_unread(serve):
     s = serve([close_after(reply(200, b"one")),  # server closes after answering
                reply(200, b"two", ["Connection: close"]),  # announces it, then closes
                reply(200, b"three"),
-               reply(200, big),  # left unread: too big to drain -> reconnect
-               reply(200, b"small" * 100),  # left unread: drained, connection kept
+               reply(200, big),  # left unread: the connection is dropped
+               reply(200, b"small" * 100),  # left unread (even a small rest): dropped too
                reply(200, b"six")])
     got, _ = device("""
 c = http.Client(timeout=2)
@@ -294,8 +294,8 @@ for i in range(6):
 """, URL=s.url("/x"))
     assert [got["r%d" % i] for i in range(6)] == ["one", "two", "three", "200", "200", "six"]
     # 1: first; 2: after the silent close (retried on a fresh one); 3: after "Connection: close";
-    # 4: after the undrainable body; the drained body keeps the connection for "six"
-    assert s.accepted == 4
+    # 4: after the unread big body; 5: after the unread small body (no draining)
+    assert s.accepted == 5
     assert len(s.requests) == 6
 
 
@@ -391,6 +391,7 @@ step("r", lambda: show(c.request("GET", URL)))
     (b"HTTP/1.1 200 OK\r\nContent-Type: " + b"t" * 600 + b"\r\n\r\n", "ProtocolError"),
     (b"HTTP/1.1 200 " + b"K" * 100000, "ProtocolError"),  # huge status line
     (b"HTTP/1.1 100 Continue\r\n\r\n" * 6, "ProtocolError"),
+    (b"HTTP/1.1 200 OK\r\n\r\nabc", "ProtocolError"),  # no length: OneNET never ends a body by closing
     (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n", "ConnectionLost"),  # head cut short
     (b"", "ConnectionLost"),
     (b"HTTP/1.1 200 OK\r\nContent-Type: \xff\xfe\r\nContent-Length: 0\r\n\r\n", "ProtocolError"),
@@ -419,29 +420,33 @@ def test_endless_header_line_reads_only_the_bound(serve, mpy):
 c = http.Client(timeout=2)
 step("r", lambda: c.request("GET", URL))
 """, heapsize="32k", path=mpy, URL=s.url("/"))
-    assert got["r"].startswith("ProtocolError line longer")
+    assert got["r"] == "ProtocolError long line"
     assert time.monotonic() - t0 < 3
 
 
-def test_interim_and_no_body_statuses(serve):
-    s = serve([b"HTTP/1.1 100 Continue\r\n\r\n" + reply(200, b"x"),
-               reply(204, length=False),
+def test_no_body_statuses_and_what_is_refused(serve):
+    s = serve([reply(204, length=False),
                reply(304, length=False),
                reply(200, b"", ["Content-Length: 0"], length=False),
                reply(404, b"nope"),
-               close_after(b"HTTP/1.0 200 OK\r\n\r\nuntil close")])
+               # dropped on purpose (OneNET never sends them): a 1xx interim response, and a
+               # body that ends when the server closes (no Content-Length, not chunked)
+               b"HTTP/1.1 100 Continue\r\n\r\n" + reply(200, b"x"),
+               close_after(b"HTTP/1.0 200 OK\r\n\r\nuntil close"),
+               reply(200, b"kept")])
     got, _ = device("""
 c = http.Client(timeout=2)
-for i in range(6):
-    print("r%d" % i, show(c.request("GET", URL)))
+for i in range(7):
+    step("r%d" % i, lambda: show(c.request("GET", URL)))
 """, URL=s.url("/"))
-    assert got["r0"].startswith("[200, 1,") and got["r0"].endswith("'x']")
-    assert got["r1"].startswith("[204, None") and got["r1"].endswith("'']")
-    assert got["r2"].startswith("[304, None")
-    assert got["r3"].startswith("[200, 0,")
-    assert got["r4"].startswith("[404, 4,") and got["r4"].endswith("'nope']")
-    assert got["r5"].startswith("[200, None,") and got["r5"].endswith("'until close']")
-    assert s.accepted == 1
+    assert got["r0"] == "OK [204, None, None, None, '']"
+    assert got["r1"] == "OK [304, None, None, None, '']"
+    assert got["r2"] == "OK [200, 0, None, None, '']"
+    assert got["r3"] == "OK [404, 4, None, None, 'nope']"
+    assert got["r4"] == "ProtocolError bad head"
+    assert got["r5"] == "ProtocolError bad head"
+    assert got["r6"] == "OK [200, 4, None, None, 'kept']"
+    assert s.accepted == 3  # a new connection after each refused head
 
 
 def test_json_bounds_and_errors(serve, mpy):
@@ -450,19 +455,30 @@ def test_json_bounds_and_errors(serve, mpy):
                reply(200, b'{"errno": 0, '),
                reply(200, b''),
                reply(200, b'{"small": true}'),
-               reply(200, b'[1, 2]')])
+               reply(200, b'{"s": "' + b'x' * 1000 + b'"}'),  # 1009 bytes: within the 1 KiB
+               reply(200, chunked(b'{"errno": 0, "data": {"token": "abc"}}', 7), ["Transfer-Encoding: chunked"],
+                     length=False)])
     got, _ = device("""
 c = http.Client(timeout=2)
-for i in range(5):
+for i in range(6):
     step("j%d" % i, lambda: c.request("GET", URL).json())
-step("j5", lambda: c.request("GET", URL).json(limit=5))
+r = c.request("GET", URL)
+gc.collect()
+a0 = gc.mem_alloc()
+j = r.json()
+a1 = gc.mem_alloc()
+print("small", a1 - a0, j["data"]["token"])
 """, heapsize="48k", path=mpy, URL=s.url("/"))
-    assert got["j0"].startswith("ProtocolError JSON body of 5007 bytes, limit 4096")
-    assert got["j1"].startswith("ProtocolError JSON body longer")
-    assert got["j2"] == "ProtocolError malformed JSON"
-    assert got["j3"] == "ProtocolError malformed JSON"
+    assert got["j0"] == "ProtocolError long JSON"  # the bound is the client's 1 KiB buffer
+    assert got["j1"] == "ProtocolError long JSON"
+    assert got["j2"] == "ProtocolError bad JSON"
+    assert got["j3"] == "ProtocolError bad JSON"
     assert got["j4"] == "OK {'small': True}"
-    assert got["j5"] == "ProtocolError JSON body of 6 bytes, limit 5"
+    assert got["j5"].startswith("OK {'s': 'xxx")
+    # json() reads into the client's buffer: parsing a small reply allocates the parsed
+    # objects only, not a receive buffer of its own (a 4 KiB one would show here)
+    grown, token = got["small"].split()
+    assert token == "abc" and int(grown) < 1024, got["small"]
 
 
 # ---------------------------------------------------------------- redirects
@@ -473,7 +489,8 @@ def test_redirects_absolute_relative_and_loop(serve):
     s = serve([reply(302, headers=["Location: /abs/path?q=1"]),
                reply(301, headers=["Location: rel"]),
                reply(307, headers=["Location: " + other.url("/final")]),
-               # 303 turns a POST into a GET
+               # every redirect repeats the request as it was (no 303 POST -> GET rewriting:
+               # OneNET never redirects a POST)
                reply(303, headers=["Location: /seen"]),
                reply(200, b"got"),
                ] + [reply(302, headers=["Location: /again"])] * 6)
@@ -483,12 +500,14 @@ print("r", show(c.request("GET", URL + "/a/b?z")))
 step("post", lambda: show(c.request("POST", URL + "/p", json={"x": 1})))
 step("loop", lambda: c.request("GET", URL + "/loop"))
 """, URL=s.url("").rstrip("/"))
-    assert got["r"].endswith("'%s', 'on the other server']" % other.url("/final"))
+    assert got["r"].endswith("'on the other server']")
+    assert [h.split(" ")[1] for h, _ in other.requests] == ["/final"]
     paths = [h.split(" ")[0] + " " + h.split(" ")[1] for h, _ in s.requests]
     assert paths[:3] == ["GET /a/b?z", "GET /abs/path?q=1", "GET /abs/rel"]
-    assert paths[3:5] == ["POST /p", "GET /seen"]
+    assert paths[3:5] == ["POST /p", "POST /seen"]
+    assert json.loads(s.requests[4][1]) == {"x": 1}
     assert got["post"].endswith("'got']")
-    assert got["loop"] == "ProtocolError too many redirects"
+    assert got["loop"] == "ProtocolError redirects"
 
 
 def test_redirect_keeps_the_timeout(serve):
@@ -533,7 +552,7 @@ def test_dribbling_head_is_a_timeout(serve):
     got, _ = device("""
 step("r", lambda: http.Client(timeout=0.5).request("GET", URL))
 """, URL=s.url("/"))
-    assert got["r"] == "Timeout response head too slow"
+    assert got["r"] == "Timeout slow head"
 
 
 def test_connect_timeout_and_refused():
@@ -759,7 +778,7 @@ for i in range(N):
     def one():
         r = http.Client(timeout=1).request("GET", URL)
         if i % 2:
-            return r.json(limit=200)
+            return r.json()
         buf, total = bytearray(64), 0
         while True:
             n = r.readinto(buf)
@@ -781,3 +800,27 @@ def test_compiled_modules_import_in_a_32k_heap(mpy):
     res = micropython.run(["-c", code], heapsize="32k", path=mpy)
     assert res.returncode == 0, res.stdout + res.stderr
     assert int(res.stdout) < 24000  # measured ~19 KB on the 64-bit unix port
+
+
+# The heap an import costs, as shipped: x64 .mpy for the unix port (a board's xtensawin .mpy
+# costs less: 4-byte pointers, 16-byte GC blocks). http.py alone is measured, compiled into
+# an otherwise empty package, so the figure does not move with the rest of onenet_ota.
+HTTP_IMPORT_BUDGET = 6 * 1024
+
+
+def test_plain_http_import_fits_its_heap_budget(tmp_path):
+    from tools import firmware
+
+    pkg = tmp_path / "onenet_ota"
+    for name in ("http", "_tls"):
+        firmware.compile_module(micropython.FIRMWARE / "onenet_ota" / (name + ".py"), pkg, "x64")
+    (pkg / "__init__.py").write_text("")
+    code = ("import gc, sys, onenet_ota\n"
+            "gc.collect()\na = gc.mem_alloc()\nimport onenet_ota.http\ngc.collect()\n"
+            "print('cost', gc.mem_alloc() - a)\n"
+            "print('loaded', sorted(m for m in sys.modules if 'tls' in m or 'ssl' in m))\n")
+    res = micropython.run(["-c", code], heapsize="48k", path=micropython.micropypath(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    got = dict(line.split(" ", 1) for line in res.stdout.splitlines())
+    assert (pkg / "http.mpy").exists() and got["loaded"] == "[]"  # TLS stays out of plain HTTP
+    assert int(got["cost"]) <= HTTP_IMPORT_BUDGET, "onenet_ota.http costs %s bytes of heap" % got["cost"]

@@ -6,6 +6,21 @@ import sys
 __version__ = "0.1.0"
 
 
+def run(battery=None, signal=None, progress=None, path="ota_config.json"):
+    """One OTA cycle as main.py runs it: config, network, Updater.cycle(). The callbacks
+    are those of updater.Updater. Returns what cycle() returns."""
+    # The sector buffer first, before imports and JSON fragment the heap: later, 4 KiB in
+    # one piece may no longer be found even with far more free in total (TOOLCHAIN.md).
+    buf = bytearray(4096)
+    cfg = load_config(path)
+    if cfg.chunk_size != len(buf):
+        buf = None  # a configured chunk size: the updater allocates it
+    connect(cfg)
+    from onenet_ota.updater import Updater
+
+    return Updater(cfg, battery, signal, progress, buf).cycle()
+
+
 def load_config(path="ota_config.json"):
     """Read and check ota_config.json, then drop the checking code from the heap."""
     from onenet_ota import config
@@ -15,3 +30,22 @@ def load_config(path="ota_config.json"):
     finally:
         del sys.modules["onenet_ota.config"]
         globals().pop("config", None)
+
+
+def connect(cfg):
+    """Join the configured Wi-Fi network; without wifi_ssid the device is taken to be online
+    already (Ethernet, a cellular modem, the unix port)."""
+    if not cfg.wifi_ssid:
+        return
+    import network
+    import time
+
+    wlan = network.WLAN(network.STA_IF)
+    wlan.active(True)
+    if not wlan.isconnected():
+        wlan.connect(cfg.wifi_ssid, cfg.wifi_password)
+        deadline = time.ticks_add(time.ticks_ms(), cfg.timeout * 1000)
+        while not wlan.isconnected():
+            if time.ticks_diff(deadline, time.ticks_ms()) < 0:
+                raise OSError("Wi-Fi %r: no connection after %d s" % (cfg.wifi_ssid, cfg.timeout))
+            time.sleep_ms(100)

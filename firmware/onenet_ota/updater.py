@@ -29,9 +29,9 @@ class Updater:
     """battery() and signal() return the levels the task's `power` and `signal` thresholds
     are compared with; progress(percent) sees the download advance. All are optional."""
 
-    def __init__(self, cfg, battery=None, signal=None, progress=None):
-        # The sector buffer first, while the heap is still in one piece (TOOLCHAIN.md).
-        self.buf = bytearray(cfg.chunk_size)
+    def __init__(self, cfg, battery=None, signal=None, progress=None, buf=None):
+        # buf: chunk_size bytes allocated early (see onenet_ota.run), else allocated here
+        self.buf = buf or bytearray(cfg.chunk_size)
         self.cfg = cfg
         self.battery = battery
         self.signal = signal

@@ -11,6 +11,7 @@ try:
     print("ota: result", onenet_ota.run())
 except Exception as e:  # whatever happened, the application must start
     sys.print_exception(e)  # type: ignore[attr-defined]
-del sys.modules["onenet_ota"]
+for name in [name for name in sys.modules if name.startswith("onenet_ota")]:
+    del sys.modules[name]  # the OTA code gives its heap back to the application
 
 # The application starts here.

@@ -10,9 +10,10 @@
 # body: Response.readinto() goes straight from the socket into the caller's buffer with
 # readinto(buf, n), allocating nothing.
 #
-# Heap: an imported module keeps its code, names and strings in RAM (~7 KB for this one).
-# So: few functions, error strings of at most 10 characters (interned, no object), and
-# attribute names the firmware already has (sock, buf, count, state...): no new string.
+# Heap: an imported module keeps its code, names and strings in RAM (under 6 KB for this
+# one as x64 .mpy; host_tests/test_http_client.py holds it to that). So: few functions,
+# error strings of at most 10 characters (interned, no object), and attribute names and
+# strings the firmware already has (sock, buf, count, state, "Content-Length"...).
 import json as _json
 import socket
 import time
@@ -21,25 +22,18 @@ from micropython import const
 
 _LINE = const(512)  # longest head, chunk-size or trailer line
 _HEADERS = const(32)  # most header (or trailer) lines
+_BUF = const(1024)  # the client's receive buffer: head lines, and the bound of json()
 # Response.headers keeps only these; other headers are read and dropped
 _KEEP = const(" content-length content-range transfer-encoding connection location date content-type ")
 
 
-class HTTPError(Exception):
-    code = 107  # OneNET report code: other download failure
-
-
-class Timeout(HTTPError):
-    code = 104
-
-
-# No connection, or the peer closed/reset it before the response was complete.
-# The reply broke HTTP or its own headers (lying lengths, bad chunk, JSON, redirect loop).
-# The server certificate or host name was refused, or https has no CA configured.
-# (type() makes the same classes as a class statement, for less heap.)
-ConnectionLost = type("ConnectionLost", (HTTPError,), {})
-ProtocolError = type("ProtocolError", (HTTPError,), {})
-TLSError = type("TLSError", (HTTPError,), {})
+# The errors, made with type() (the same classes as class statements, for less heap).
+# code: the OneNET report code of a failed download (107 other, 104 timeout).
+HTTPError = type("HTTPError", (Exception,), {"code": 107})  # any failed request
+Timeout = type("Timeout", (HTTPError,), {"code": 104})  # connect, handshake, a read, the head
+ConnectionLost = type("ConnectionLost", (HTTPError,), {})  # none, or closed/reset too early
+ProtocolError = type("ProtocolError", (HTTPError,), {})  # the reply broke HTTP or itself
+TLSError = type("TLSError", (HTTPError,), {})  # certificate/host refused, or https without CA
 
 
 def _fail(e):
@@ -110,7 +104,6 @@ class Response:
         dropped (OneNET bodies are read whole: json(), or a download fragment)."""
         c = self.raw
         if c.state is self:
-            self.count = 1  # unread: readinto() raises from now on
             c.close()
 
     def json(self):
@@ -120,7 +113,7 @@ class Response:
         c = self.raw
         b = memoryview(c.buf)
         n = 0
-        while c.state is self and n < 1024:
+        while c.state is self and n < _BUF:
             n += self.readinto(b[n:])
         if c.state is self:
             self.close()
@@ -139,7 +132,7 @@ class Client:
     def __init__(self, timeout=10, cadata=None, cafile=None, insecure=False):
         if not timeout > 0:
             raise ValueError("timeout")
-        self.buf = bytearray(1024)  # receive buffer: head lines, json(), draining
+        self.buf = bytearray(_BUF)  # receive buffer: head lines, json()
         self.val = bytearray(1)
         self.timeout = timeout
         self.context = (cadata, cafile, insecure)  # _tls makes it an SSLContext
@@ -173,22 +166,20 @@ class Client:
             if not (tls or sc == "http"):
                 raise ValueError(url)
             o = sc + "://" + host
-            # the head and a small body in ONE write: no Nagle/delayed-ACK stall
+            # the head and the body in ONE write: no Nagle/delayed-ACK stall
             req = ("%s %s %s\r\n" % (method, "/" + path, "HTTP/1.1") + "Host: %s\r\n" % host + h + "\r\n").encode()
-            d = data
-            if d and len(d) < 1024:
-                req += d
-                d = None
+            if data:
+                req += data
             if self.state:
                 self.state.close()  # drop what the caller left unread
             # a kept connection the server has meanwhile closed fails before any byte of
             # the response arrives: then (only then) send once more on a new one
-            retry = self.url == o
             while True:
                 self.pos = 0
+                fresh = self.url != o
                 try:
                     s = self.sock
-                    if self.url != o:
+                    if fresh:
                         self.close()
                         n, _, port = host.partition(":")
                         if tls:
@@ -196,23 +187,20 @@ class Client:
 
                             _tls.context(self)  # refuses before connecting without a CA
                         ai = socket.getaddrinfo(n, int(port or (443 if tls else 80)))[0]
-                        s = self.sock = socket.socket(ai[0], socket.SOCK_STREAM)
+                        s = self.sock = socket.socket(ai[0])
                         s.settimeout(self.timeout)
                         s.connect(ai[-1])
                         if tls:
                             s = self.sock = _tls.wrap_socket(self, s, n)  # type: ignore
                         self.url = o
                     s.write(req)  # type: ignore
-                    if d:
-                        s.write(d)  # type: ignore
                     r = self.head(method)
                     break
                 except (OSError, HTTPError) as e:
                     self.close()
                     e = _fail(e)
-                    if self.pos or not retry or not isinstance(e, ConnectionLost):
+                    if fresh or self.pos or not isinstance(e, ConnectionLost):
                         raise e
-                    retry = False
             loc = r.headers.get("location")
             if r.status // 100 != 3 or not loc:
                 return r
@@ -244,7 +232,7 @@ class Client:
             self.pos = 1
             b = self.val[0]
             if b == 10:
-                return v if mode else bytes(buf[:n]).decode()
+                return v if mode else str(buf[:n], "utf-8")
             if b == 13:
                 continue
             if not mode:
@@ -272,7 +260,7 @@ class Client:
         r.raw = self
         h = r.headers = {}
         try:
-            ver, st, _ = (self.readline(0) + " ").split(" ", 2)  # type: ignore
+            ver, st, *_ = self.readline(0).split(None, 2)  # type: ignore
             r.status = st = int(st)
             if ver[:7] != "HTTP/1." or not 199 < st < 600:  # 1xx: OneNET never sends one
                 raise ValueError

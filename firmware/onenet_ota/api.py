@@ -2,10 +2,10 @@
 # {"errno", "error", "data"}; a non-zero errno becomes a PlatformError the flow acts on, and
 # task data is checked field by field before anything trusts it.
 from micropython import const
+import gc
 
 _AUTH_FAILED = const(1)
 _INTERNAL = const(7)
-_PLAIN = "-._0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class PlatformError(Exception):
@@ -32,11 +32,12 @@ class TaskError(ValueError):
 
 
 def plain(s, most):
-    """1..most characters of [A-Za-z0-9._-]: safe in a URL path and query, a valid version."""
+    """1..most characters of [A-Za-z0-9._-]: safe in a URL path and query, a valid version.
+    Checked as bytes: iterating a str makes a str (an interned qstr) of every character."""
     if type(s) is not str or not 0 < len(s) <= most:
         return False
-    for c in s:
-        if c not in _PLAIN:
+    for b in s.encode():
+        if not (47 < b < 58 or 64 < b < 91 or 96 < b < 123 or b in b"-._"):
             return False
     return True
 
@@ -53,8 +54,8 @@ class Task:
         self.target = self._get("target", str, None, 20)
         self.size = self._get("size", int)
         self.md5 = md5 = self._get("md5", str).lower()
-        for c in md5:
-            if c not in "0123456789abcdef":
+        for b in md5.encode():
+            if not (47 < b < 58 or 96 < b < 103):
                 raise TaskError("task md5 %r is not hex" % md5, self.token)
         self.signal = self._get("signal", int, 0)
         self.power = self._get("power", int, 0)
@@ -88,6 +89,7 @@ class Api:
         errno 7 (the platform's own trouble) is asked once more at once: every call is safe
         to repeat, and a device that checks hourly should not lose an hour to one hiccup."""
         for attempt in (0, 1):
+            gc.collect()  # garbage of the last call goes first: fewer holes in a small heap
             resp = self.client.request(method, self.base + path,
                                        headers={"Authorization": self.auth.header()}, json=body)
             self.auth.sync(resp.date)

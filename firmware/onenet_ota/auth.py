@@ -37,11 +37,13 @@ def hmac(method, key, msg):
 
 def quote(s):
     """Percent-encode all but RFC 3986 unreserved characters (so / = + become %2F %3D %2B)."""
-    out = ""
+    out = bytearray()
     for b in s.encode():
-        c = chr(b)
-        out += c if b < 128 and (c.isalpha() or c.isdigit() or c in "-_.~") else "%%%02X" % b
-    return out
+        if 47 < b < 58 or 64 < b < 91 or 96 < b < 123 or b in b"-_.~":
+            out.append(b)
+        else:
+            out.extend(b"%%%02X" % b)
+    return out.decode()
 
 
 def token(key, res, et, method="sha256"):

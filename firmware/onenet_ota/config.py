@@ -121,7 +121,7 @@ def from_dict(values, path=PATH):
     if cfg.auth_lifetime < 600:
         bad("auth_lifetime", "must be at least 600 seconds (headers renew 300 s early)")
     for name in ("product_id", "unique_id", "host"):
-        for c in getattr(cfg, name):
-            if c in " /?&#%\r\n\t":
+        for b in getattr(cfg, name).encode():
+            if b in b" /?&#%\r\n\t":
                 bad(name, "has a character that cannot go in a URL")
     return cfg

@@ -28,8 +28,6 @@ def confirm(up, entry):
 def lost_token(up):
     """The running version changed, yet no journal says why: the task in progress, found
     with endpoint 7, tells whether this is its target."""
-    if not up.state.get("reported"):
-        return False  # first boot: nothing was upgraded
     task = up.api.tasking(FOTA, up.cfg.cdn)
     if task is None or task.target != up.running:
         return False

@@ -58,11 +58,13 @@ class Updater:
                 from onenet_ota.confirm import confirm
 
                 return confirm(self, entry)
-            if self.state.get("reported") != self.running:
-                from onenet_ota.confirm import lost_token
+            reported = self.state.get("reported")
+            if reported != self.running:
+                if reported:  # not the first boot: the version changed, was it an upgrade?
+                    from onenet_ota.confirm import lost_token
 
-                if lost_token(self):
-                    return 201
+                    if lost_token(self):
+                        return 201
                 self.report_version()
             try:
                 task = self.api.check(FOTA, self.running, self.cfg.manuf, self.cfg.model, self.cfg.cdn)

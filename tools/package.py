@@ -12,6 +12,7 @@ import importlib
 
 SUBCOMMANDS = {
     "fota": ("tools.package_fota", "check an ESP32 app image for a firmware (FOTA) task; print its size and MD5"),
+    "delta": ("tools.package_delta", "make a differential firmware package (detools patch) from OLD.bin to NEW.bin"),
     "mip": ("tools.package_mip", "write (or --check) package.json, so `mpremote mip install` gets every module"),
 }
 

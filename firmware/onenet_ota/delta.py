@@ -150,8 +150,10 @@ class Patch:
                 raise _broken("bad zlib header")
             if cmf >> 4 > _MAX_ZLIB_CINFO:
                 raise _broken("zlib window %d > 4096" % (256 << (cmf >> 4)))
-            import deflate
-
+            try:
+                import deflate  # MicroPython >= 1.21 with ROM level "extra" (ESP32, unix)
+            except ImportError:
+                raise _broken("zlib package, but this port has no deflate module")
             self._src = _Raw(read_into, raw, i, got)
             self._zlib = deflate.DeflateIO(self._src, deflate.ZLIB, 8 + (cmf >> 4))
             self._switch(_ZLIB)

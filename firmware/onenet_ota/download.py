@@ -38,9 +38,9 @@ def upgrade(up, task, entry):
     """Returns the report code sent, STOPPED, or SWITCHING."""
     try:
         slot = fota.Slot()
-        entry = _download_stage(up, task, entry, slot)
+        entry, size = _download_stage(up, task, entry, slot)
         try:
-            return _upgrade_stage(up, task, entry, slot)
+            return _upgrade_stage(up, task, entry, slot, size)
         except MemoryError:
             raise Fail(_UPGRADE_NO_MEMORY, "out of memory after the download")
     except Fail as e:
@@ -73,8 +73,6 @@ def _gate(up, task, battery_code, signal_code):
 def _download_stage(up, task, entry, slot):
     if task.size > slot.size:
         raise Fail(_NO_SPACE, "package of %d bytes, slot of %d" % (task.size, slot.size))
-    if task.delta:
-        raise Fail(_UPGRADE_FAILED, "differential packages are not supported")
     _gate(up, task, _LOW_BATTERY, _POOR_SIGNAL)
     try:
         up.api.check_token(task.token)
@@ -83,27 +81,62 @@ def _download_stage(up, task, entry, slot):
         # out before a power cut; checks and switch are left, and the 101 again answers 21
         if e.errno != 17 or not entry or entry["written"] != task.size:
             raise
-    if entry is None:
+    if entry is None or task.delta:
+        # a delta restarts from its first byte: the decoder's state is not saved
         entry = {"kind": "fota", "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
                  "md5": task.md5, "size": task.size, "written": 0, "delta": task.delta}
         journal.save(entry)
     md5 = hashlib.md5()
-    # MD5 state cannot be saved: after a reboot, hash again what is already in flash
     buf = up.buf
+    chunk = len(buf)
     written = entry["written"]
-    for at in range(0, written, len(buf)):
+    # MD5 state cannot be saved: after a reboot, hash again what is already in flash
+    for at in range(0, written, chunk):
         slot.read(at // _SECTOR, buf)
-        md5.update(buf if written - at >= len(buf) else memoryview(buf)[: written - at])
-    _download(up, task, slot, md5, entry)
+        md5.update(buf if written - at >= chunk else memoryview(buf)[: written - at])
+    src = _Source(up, task, entry, md5)
+    try:
+        if task.delta:
+            size = _apply_delta(src, slot, buf)
+        else:
+            size = task.size
+            while written < size:
+                n = src.read_into(buf, min(chunk, size - written))
+                if n < chunk:  # the end of the package: the rest of the sector stays erased
+                    for i in range(n, chunk):
+                        buf[i] = 0xFF
+                slot.write(written // _SECTOR, buf)
+                written += n
+            entry["written"] = written
+            journal.save(entry)  # all in flash: a cut from here on never downloads again
+    finally:
+        src.close()
     if binascii.hexlify(md5.digest()).decode() != task.md5:
         raise Fail(_MD5_MISMATCH, "package MD5 differs from the task's")
-    return entry
+    return entry, size
 
 
-def _upgrade_stage(up, task, entry, slot):
+def _apply_delta(src, slot, buf):
+    """A differential package: the new image is made from the running one while the patch
+    streams in. Returns the new image's size."""
+    from onenet_ota import delta
+
+    base = fota.running_partition()
+    try:
+        patch = delta.Patch(src.read_into, base, base.info()[3], slot.size)
+        sector = 0
+        while patch.fill(buf):
+            slot.write(sector, buf)
+            sector += 1
+        return patch.size
+    except delta.DeltaError as e:
+        raise Fail(e.code, str(e))
+
+
+def _upgrade_stage(up, task, entry, slot, size):
     log("downloaded", task.size, "bytes, MD5 ok; checking the image")
     try:
-        slot.verify(task.size, up.chip, task.target, up.buf)
+        slot.verify(size, up.chip, task.target, up.buf)
     except fota.ImageError as e:
         raise Fail(e.code, str(e))
     try:
@@ -118,104 +151,112 @@ def _upgrade_stage(up, task, entry, slot):
     return up.switch(slot, entry)
 
 
-def _download(up, task, slot, md5, entry):
-    """Range fragments until the slot holds the package. A dropped connection, a timeout or
-    a 5xx resumes from the last chunk written, `interval` seconds later, `retry` times."""
-    size = task.size
-    step = up.cfg.progress_step
-    reported = entry["written"] * 100 // size // step * step
-    host = task.ip_port or up.host
-    url = "%s://%s/ota/south/download/%s" % (up.scheme, host, task.token)
-    # one connection for the API calls and the download when they share a host
-    client = up.client if host == up.host else http.Client(up.cfg.timeout, cafile=up.cfg.ca_file or None)
-    retries = 0
-    while entry["written"] < size:
-        try:
-            _fetch(up, client, url, size, slot, md5, entry)
-            journal.save(entry)  # before the progress report: a cut during it loses nothing
-            percent = entry["written"] * 100 // size
-            if percent - reported >= step and percent < 100:
-                # step 100 would move the task to upgrading, where 101 is refused: the
-                # verified 101 report ends the download instead
-                reported = percent // step * step
-                log("progress", "%d%%" % reported)
-                if up.progress:
-                    up.progress(reported)
-                up.api.progress(task.token, reported)
-        except ServerError as e:
-            if e.status < 500:
-                # the download is refused: the token check says why (expired, cancelled)
-                up.api.check_token(task.token)
-                raise Fail(_DOWNLOAD_FAILED, str(e))
-            retries = _retry(client, task, entry, retries, e)
-        except (http.HTTPError, OSError) as e:
-            retries = _retry(client, task, entry, retries, e)
-    if client is not up.client:
-        client.close()
+class _Source:
+    """The package as a byte stream: Range fragments on one kept-alive connection, MD5 as the
+    bytes pass, the journal and a progress report between fragments. A dropped connection, a
+    timeout or a 5xx resumes at the start of the piece being read, `interval` seconds later,
+    `retry` times: for a full package that is the last chunk in flash."""
 
+    def __init__(self, up, task, entry, md5):
+        self.up = up
+        self.task = task
+        self.entry = entry
+        self.md5 = md5
+        self.at = entry["written"]  # package bytes handed out so far
+        self.end = 0  # last byte of the current fragment
+        self.resp = None
+        self.retries = 0
+        step = up.cfg.progress_step
+        self.reported = self.at * 100 // task.size // step * step
+        host = task.ip_port or up.host
+        self.url = "%s://%s/ota/south/download/%s" % (up.scheme, host, task.token)
+        # one connection for the API calls and the download when they share a host
+        self.client = up.client if host == up.host else http.Client(up.cfg.timeout, cafile=up.cfg.ca_file or None)
 
-def _retry(client, task, entry, retries, error):
-    log("download interrupted at", entry["written"], error)
-    journal.save(entry)  # the chunks of the broken fragment are in flash
-    client.close()
-    if retries >= task.retry:
-        if task.retry:
-            raise Fail(_RETRIES_EXHAUSTED, "%d retries exhausted" % task.retry)
-        raise Fail(_TIMED_OUT if isinstance(error, http.Timeout) else _DOWNLOAD_FAILED, str(error))
-    time.sleep(task.interval)
-    return retries + 1
+    def close(self):
+        if self.client is not self.up.client:
+            self.client.close()
 
-
-def _fetch(up, client, url, size, slot, md5, entry):
-    """One Range fragment into the slot; raises on anything the server gets wrong."""
-    buf = up.buf
-    chunk = len(buf)
-    written = entry["written"]
-    end = min(written + up.cfg.fragment_size, size) - 1
-    resp = client.request("GET", url, headers={"Range": "bytes=%d-%d" % (written, end)})
-    if resp.status == 200:
-        # Range ignored: the whole file follows; skip what the slot already holds
-        if resp.length is not None and resp.length != size:
-            raise Fail(_DOWNLOAD_FAILED, "server sends %d bytes, the task says %d" % (resp.length, size))
-        skip = written
-        while skip:
-            skip -= _read_exactly(resp, buf, min(chunk, skip))
-        end = size - 1
-    elif resp.status == 206:
-        got = resp.range
-        if got and got[2] is not None and got[2] != size:
-            # the server's file is not the task's: no retry can mend that
-            resp.close()
-            raise Fail(_DOWNLOAD_FAILED, "server has %d bytes, the task says %d" % (got[2], size))
-        if not got or got[0] != written or got[1] > end:
-            raise http.ProtocolError("Content-Range %r for bytes=%d-%d" % (got, written, end))
-        end = got[1]
-    else:
-        resp.close()
-        raise ServerError(resp.status)
-    while written <= end:
-        want = min(chunk, end + 1 - written)
-        _read_exactly(resp, buf, want)
-        if want < chunk:  # the end of the package: the rest of the sector stays erased
-            for i in range(want, chunk):
-                buf[i] = 0xFF
-            md5.update(memoryview(buf)[:want])
-        else:
-            md5.update(buf)
-        slot.write(written // _SECTOR, buf)
-        written += want
-        entry["written"] = written
-
-
-def _read_exactly(resp, buf, n):
-    """Fill the first n bytes of buf; a body that ends early is a dropped connection."""
-    got = resp.readinto(buf, n)
-    if got == n:
+    def read_into(self, buf, n):
+        """n package bytes into the start of buf; fewer only at the end of the package."""
+        got = 0
+        n = min(n, self.task.size - self.at)
+        while got < n:
+            try:
+                resp = self.resp or self._open(buf, got)
+                k = resp.readinto(buf if not got else memoryview(buf)[got:], n - got)
+                if not k:  # this fragment is done
+                    self.resp = None
+                got += k
+            except ServerError as e:
+                if e.status < 500:
+                    # the download is refused: the token check says why (expired, cancelled)
+                    self.up.api.check_token(self.task.token)
+                    raise Fail(_DOWNLOAD_FAILED, str(e))
+                got = self._retry(e)
+            except (http.HTTPError, OSError) as e:
+                got = self._retry(e)
+        self.md5.update(buf if n == len(buf) else memoryview(buf)[:n])
+        self.at += n
         return n
-    view = memoryview(buf)  # a short read: rare (chunk edges), so the slices here are fine
-    while got < n:
-        more = resp.readinto(view[got:], n - got)
-        if not more:
-            raise http.ConnectionLost("body ended after %d of %d bytes" % (got, n))
-        got += more
-    return n
+
+    def _retry(self, error):
+        up, task = self.up, self.task
+        log("download interrupted at", self.at, error)
+        self.resp = None
+        self.client.close()
+        if self.retries >= task.retry:
+            if task.retry:
+                raise Fail(_RETRIES_EXHAUSTED, "%d retries exhausted" % task.retry)
+            raise Fail(_TIMED_OUT if isinstance(error, http.Timeout) else _DOWNLOAD_FAILED, str(error))
+        time.sleep(task.interval)
+        self.retries += 1
+        return 0  # the piece being read starts again
+
+    def _open(self, buf, got):
+        """The next fragment from self.at + got. Between fragments everything before self.at
+        is in flash: the journal records it before the progress report, so a cut during the
+        report loses nothing."""
+        up, task, size = self.up, self.task, self.task.size
+        at = self.at + got
+        if not task.delta and self.entry["written"] != self.at:
+            self.entry["written"] = self.at
+            journal.save(self.entry)
+        step = up.cfg.progress_step
+        percent = at * 100 // size
+        if percent - self.reported >= step and percent < 100:
+            # step 100 would move the task to upgrading, where 101 is refused: the verified
+            # 101 report ends the download instead
+            self.reported = percent // step * step
+            log("progress", "%d%%" % self.reported)
+            if up.progress:
+                up.progress(self.reported)
+            up.api.progress(task.token, self.reported)
+        end = min(at + up.cfg.fragment_size, size) - 1
+        resp = self.client.request("GET", self.url, headers={"Range": "bytes=%d-%d" % (at, end)})
+        if resp.status == 200:
+            # Range ignored: the whole file follows; skip what is already handed out
+            if resp.length is not None and resp.length != size:
+                resp.close()
+                raise Fail(_DOWNLOAD_FAILED, "server sends %d bytes, the task says %d" % (resp.length, size))
+            scratch = memoryview(buf)[got:]  # the part of buf not yet filled
+            skip = at
+            while skip:
+                k = resp.readinto(scratch, min(len(scratch), skip))
+                if not k:
+                    raise http.ConnectionLost("body ended")
+                skip -= k
+        elif resp.status == 206:
+            r = resp.range
+            if r and r[2] is not None and r[2] != size:
+                # the server's file is not the task's: no retry can mend that
+                resp.close()
+                raise Fail(_DOWNLOAD_FAILED, "server has %d bytes, the task says %d" % (r[2], size))
+            if not r or r[0] != at or r[1] > end:
+                resp.close()
+                raise http.ProtocolError("Content-Range %r for bytes=%d-%d" % (r, at, end))
+        else:
+            resp.close()
+            raise ServerError(resp.status)
+        self.resp = resp
+        return resp

@@ -2,7 +2,8 @@
 
 A device is a directory:
 
-    flash.bin          the whole 4 MiB SPI flash (partition table at 0x8000, otadata, slots)
+    flash.bin          the whole SPI flash, 4 MiB (or 16 MiB: flash_mib=16) (partition table
+                       at 0x8000, otadata, slots)
     erase_counts.bin   one little-endian u16 per 4 KiB sector: erases since the device was made
     corruption.log     "address old new" per write that needed a 0 -> 1 bit (NOR violation)
     bootinfo           "<running label> <chip id> <reset cause>", written by the bootloader
@@ -58,6 +59,13 @@ PARTITIONS = (
     ("ota_0", TYPE_APP, 0x10, 0x10000, 0x180000),
     ("ota_1", TYPE_APP, 0x11, 0x190000, 0x180000),
 )
+# A 16 MiB board with room for big firmware (Device(flash_mib=16)): the same head, two 6 MiB
+# OTA slots, "vfs" over the rest (3.9 MiB), as a custom 16 MiB ESP32 build might have it.
+PARTITIONS_16MIB = PARTITIONS[:3] + (
+    ("ota_0", TYPE_APP, 0x10, 0x10000, 0x600000),
+    ("ota_1", TYPE_APP, 0x11, 0x610000, 0x600000),
+)
+LAYOUTS = {4: PARTITIONS, 16: PARTITIONS_16MIB}  # flash MiB -> partition table
 
 # esp_ota_img_states_t
 NEW, PENDING_VERIFY, VALID, INVALID, ABORTED, UNDEFINED = 0, 1, 2, 3, 4, 0xFFFFFFFF
@@ -152,26 +160,34 @@ class BootResult:
 
 
 class Device:
-    def __init__(self, root: Path, *, image: bytes | None = None, chip: str = "esp32"):
+    def __init__(self, root: Path, *, image: bytes | None = None, chip: str = "esp32",
+                 flash_mib: int = 4):
         """Create the device in `root` (the flash erased, the partition table written and
-        `image` in ota_0, as a factory flash does), or reopen it as it was left."""
+        `image` in ota_0, as a factory flash does), or reopen it as it was left.
+        flash_mib: 4 (MicroPython's 4 MiB OTA layout, 1.5 MiB slots) or 16 (6 MiB slots,
+        ``PARTITIONS_16MIB``); a reopened device keeps the size its flash.bin has."""
         self.root = Path(root).resolve()
         self.chip = chip
         self.chip_id = CHIPS[chip]
         self.flash = Flash(self.root)
         self.fs = self.root / "fs"
         if (self.root / "flash.bin").exists():
+            self.flash_size = (self.root / "flash.bin").stat().st_size
             return
+        if flash_mib not in LAYOUTS:
+            raise ValueError("flash_mib: one of %s" % sorted(LAYOUTS))
+        self.flash_size = flash_mib * 1024 * 1024
+        layout = LAYOUTS[flash_mib]
         self.fs.mkdir(parents=True, exist_ok=True)
-        flash = bytearray(b"\xff" * FLASH_SIZE)
-        flash[TABLE_OFFSET:TABLE_OFFSET + TABLE_MAX] = partition_table()
+        flash = bytearray(b"\xff" * self.flash_size)
+        flash[TABLE_OFFSET:TABLE_OFFSET + TABLE_MAX] = partition_table(layout)
         if image is not None:
-            _, _, _, addr, size = next(p for p in PARTITIONS if p[0] == "ota_0")
+            _, _, _, addr, size = next(p for p in layout if p[0] == "ota_0")
             if len(image) > size:
                 raise ValueError("image larger than ota_0")
             flash[addr:addr + len(image)] = image
         (self.root / "flash.bin").write_bytes(flash)
-        (self.root / "erase_counts.bin").write_bytes(bytes(2 * FLASH_SIZE // SECTOR))
+        (self.root / "erase_counts.bin").write_bytes(bytes(2 * self.flash_size // SECTOR))
         (self.root / "uid").write_bytes(b"\x24\x0a\xc4" + hashlib.sha256(bytes(self.root)).digest()[:3])
 
     # ---- the partition table as the device has it
@@ -179,8 +195,8 @@ class Device:
         """(label, type, subtype, addr, size), "vfs" included as MicroPython registers it."""
         parts = parse_partition_table(self.flash.read(TABLE_OFFSET, TABLE_MAX))
         end = max(addr + size for _, _, _, addr, size in parts)
-        if end < FLASH_SIZE and not any(p[0] in ("vfs", "ffat") for p in parts):
-            parts.append(("vfs", TYPE_DATA, SUBTYPE_FAT, end, FLASH_SIZE - end))
+        if end < self.flash_size and not any(p[0] in ("vfs", "ffat") for p in parts):
+            parts.append(("vfs", TYPE_DATA, SUBTYPE_FAT, end, self.flash_size - end))
         return parts
 
     def _entry(self, label: str) -> tuple:

@@ -1,0 +1,55 @@
+"""`python -m tools bench --quick`: the table and the JSON have their shape, and the count-type
+figures meet their targets. Timings are never asserted (the bench reports them)."""
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+
+def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "tools", "bench", "--quick", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(out.read_text())
+    assert {"date", "machine", "quick", "reps", "rows"} <= set(result)
+    assert result["quick"] is True and result["reps"] == 1
+    assert {"cpu", "cores", "micropython"} <= set(result["machine"])
+    rows = {r["name"]: r for r in result["rows"]}
+    for r in result["rows"]:
+        assert {"name", "label", "value", "unit", "group"} <= set(r), r
+        assert not r.get("error"), r
+    for name in ("throughput.baseline", "throughput.device", "throughput.ratio",
+                 "throughput.ratio_onefragment", "heap.import_package", "heap.import_download_path",
+                 "heap.floor.65536", "heap.live.65536"):
+        assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
+    # the counts: one connection, one token check, each sector erased once, at most a sector again
+    assert rows["download.connections"]["value"] == 1
+    assert rows["download.token_checks"]["value"] == 1
+    assert rows["download.erases_per_sector"]["value"] == 1 and rows["download.erases_per_sector"]["min"] == 1
+    assert rows["download.erases_per_sector_after_drop"]["value"] == 1
+    assert 0 <= rows["download.redownloaded"]["value"] <= 4096
+    # the table names the machine and the date, and every figure
+    assert result["date"][:4] in proc.stdout and "machine:" in proc.stdout
+    for r in result["rows"]:
+        assert r["label"] in proc.stdout
+
+
+def test_a_row_is_one_function(tmp_path):
+    """Delta and SOTA rows join with one @row function: it runs, its figures land in the table."""
+    from tools import bench
+
+    @bench.row("extra")
+    def extra(ctx):
+        return [bench.figure("extra.answer", "an added row", 42, "B")]
+
+    try:
+        class Args:
+            quick, reps, only, keep, json = True, None, ["extra"], None, None
+
+        result = bench.run(Args, tmp_path)
+        assert [r["name"] for r in result["rows"]] == ["extra.answer"]
+        assert result["rows"][0]["group"] == "extra"
+    finally:
+        bench.ROWS.remove(("extra", extra))

@@ -1,0 +1,621 @@
+"""``python -m tools bench``: the figures behind the project's claims on speed and memory.
+
+Everything runs here, in one go, on the unix port of MicroPython with the fake ESP32 and the
+mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets it:
+
+  throughput  the device's download stage (onenet_ota.download: Range fragments on one
+              kept-alive onenet_ota.http.Client, MD5 as the bytes pass, fota.Slot sector
+              writes on the fake NOR flash, journal saves; the platform API stubbed) against
+              a baseline measured in the same run: a raw socket readinto + MD5 + the same
+              slot writer loop, in the same micropython, same server, same package. The
+              ratio of the medians is the figure (target >= 0.9, aim 0.95).
+  heap        the smallest -X heapsize at which a full FOTA cycle (download, reset,
+              confirm: 201) completes, found by bisection, for 64 KiB, 1 MiB and 4 MiB
+              packages (4 MiB on a 16 MiB flash with 6 MiB slots); the live heap sampled
+              with gc.collect(); gc.mem_alloc() at each progress callback in that small heap;
+              the heap cost of importing the package. Targets: complete at 48 KiB (aim 32 KiB);
+              peak heap flat in the package size.
+  download    per download: TCP connections, token checks, bytes downloaded again after a
+              dropped connection, erases per sector (targets 1, 1, <= 4096, exactly 1).
+  delta/sota  throughput rows, once those paths exist (one function each: see ``@row``).
+
+The table goes to stdout (with the machine and the date); --json PATH writes it as JSON.
+--quick (small sizes, one repetition, coarse search) is what the tests run; its timings mean
+nothing, its counts do.
+"""
+from __future__ import annotations
+
+import argparse
+
+FRAGMENT = 65536  # the config's default fragment_size: the device as shipped
+OLD, NEW = "1.0", "1.1"
+DEV_ID = "20001"
+UNIQUE_ID = "a0b1c2d3e4f5"
+
+# group -> functions(ctx) returning rows; the table keeps this order. Adding a row to the
+# bench is one function decorated with @row("group") (delta and SOTA join this way).
+ROWS: list[tuple[str, object]] = []
+
+
+def row(group):
+    def register(fn):
+        ROWS.append((group, fn))
+        return fn
+    return register
+
+
+def configure(parser: argparse.ArgumentParser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = __doc__.split("\n", 2)[2].strip()
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes, one repetition, 1 KiB heap resolution (for tests)")
+    parser.add_argument("--reps", type=int, default=None, metavar="N",
+                        help="throughput repetitions (default 7, 1 with --quick)")
+    parser.add_argument("--only", action="append", default=[], metavar="GROUP",
+                        help="run only this group of rows (repeatable): %s" % ", ".join(
+                            dict.fromkeys(g for g, _ in ROWS)))
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and leave it there")
+
+
+def main(args) -> int:
+    import shutil
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    groups = dict.fromkeys(g for g, _ in ROWS)
+    for g in args.only:
+        if g not in groups:
+            print("bench: --only %s: one of %s" % (g, ", ".join(groups)), file=sys.stderr)
+            return 2
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="onenet-ota-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        result = run(args, work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print_table(result)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0 if not any(r.get("error") for r in result["rows"]) else 1
+
+
+# ---- the machine, the run ----------------------------------------------------------------------
+
+def machine() -> dict:
+    import os
+    import platform
+    import subprocess
+
+    from tools import micropython
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mp = subprocess.run([micropython.executable(), "-c",
+                         "import sys; i = sys.implementation; print('MicroPython %d.%d.%d' % i.version[:3], "
+                         "i.version[3] if len(i.version) > 3 else '', i._build, 'mpy', i._mpy & 0xff)"],
+                        capture_output=True, text=True).stdout.strip()
+    return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+            "python": platform.python_version(), "micropython": mp}
+
+
+class Context:
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+        self.quick = args.quick
+        self.reps = args.reps or (1 if args.quick else 7)
+        self.mpy = None
+        self.counter = 0
+
+    def compiled(self):
+        """firmware/ and the fakes as x64 .mpy (on a board esp32 is built in, not compiled
+        from source in its heap)."""
+        if self.mpy is None:
+            from tools import firmware, micropython
+
+            self.mpy = self.work / "mpy"
+            firmware.compile_package(self.mpy)
+            for src in micropython.FAKES.glob("*.py"):
+                firmware.compile_module(src, self.mpy)
+        return self.mpy
+
+    def say(self, text):
+        import sys
+
+        print("bench:", text, file=sys.stderr, flush=True)
+
+    def fresh(self, name):
+        self.counter += 1
+        return self.work / ("%s-%d" % (name, self.counter))
+
+
+def run(args, work) -> dict:
+    import datetime
+    import time
+
+    ctx = Context(args, work)
+    rows = []
+    started = time.monotonic()
+    for group, fn in ROWS:
+        if args.only and group not in args.only:
+            continue
+        ctx.say("%s ..." % group)
+        try:
+            got = fn(ctx)
+        except Exception as error:  # noqa: BLE001 - one broken row must not hide the others
+            import traceback
+
+            traceback.print_exc()
+            got = [{"name": "%s.error" % group, "label": "%s: the measurement failed" % group,
+                    "value": None, "unit": "", "error": "%s: %s" % (type(error).__name__, error)}]
+        for r in got:
+            r.setdefault("group", group)
+            rows.append(r)
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine(), "quick": bool(args.quick), "reps": ctx.reps,
+            "seconds": round(time.monotonic() - started, 1), "rows": rows}
+
+
+def figure(name, label, value, unit="", target=None, ok=None, note=None, **extra):
+    r = {"name": name, "label": label, "value": value, "unit": unit}
+    if target is not None:
+        r["target"] = target
+    if ok is not None:
+        r["ok"] = bool(ok)
+    if note:
+        r["note"] = note
+    r.update(extra)
+    return r
+
+
+def print_table(result):
+    m = result["machine"]
+    print("onenet-ota bench, %s%s" % (result["date"], " (--quick: timings mean nothing)" if result["quick"] else ""))
+    print("machine: %s, %s cores, %s; %s" % (m["cpu"], m["cores"], m["os"], m["micropython"]))
+    print()
+    width = max(len(r["label"]) for r in result["rows"]) if result["rows"] else 10
+    print("%-*s  %14s  %-8s %-14s %s" % (width, "figure", "value", "unit", "target", ""))
+    print("-" * (width + 50))
+    group = None
+    for r in result["rows"]:
+        if r["group"] != group:
+            group = r["group"]
+            print("[%s]" % group)
+        value = r["value"]
+        text = "-" if value is None else ("%.3f" % value if isinstance(value, float) and value < 10
+                                          else "%.1f" % value if isinstance(value, float) else str(value))
+        mark = {True: "ok", False: "MISSED"}.get(r.get("ok"), "")
+        if r.get("error"):
+            mark = "ERROR " + r["error"]
+        print("%-*s  %14s  %-8s %-14s %s" % (width, r["label"], text, r["unit"], r.get("target", ""), mark))
+        if r.get("note"):
+            print("%-*s    (%s)" % (width, "", r["note"]))
+    print("-" * (width + 50))
+    print("bench took %.1f s" % result["seconds"])
+
+
+# ---- helpers: a device, a platform, a cycle ----------------------------------------------------
+
+def new_device(root, flash_mib=4, old_size=256 * 1024):
+    from tools.device import Device
+    from tools.esp_image import build_app_image
+
+    return Device(root, image=build_app_image(OLD, old_size), flash_mib=flash_mib)
+
+
+def new_platform():
+    from tools.mockplatform import MockPlatform
+
+    platform = MockPlatform().start()
+    platform.add_device(DEV_ID, unique_id=UNIQUE_ID, f_version=OLD)
+    return platform
+
+
+def install(device, platform, **config):
+    from tools import firmware
+
+    cfg = {"host": platform.host, "port": platform.port, "product_id": platform.product_id,
+           "access_key": platform.access_key, "device_id": DEV_ID, "timeout": 5}
+    cfg.update(config)
+    firmware.install(device.fs, cfg)
+
+
+def slot_sectors(device, label, size):
+    """erase count of each sector of the first `size` bytes of partition `label`."""
+    from tools.device import SECTOR
+
+    _, _, _, addr, _ = device._entry(label)
+    counts = device.erase_counts()
+    first = addr // SECTOR
+    return [counts.get(first + i, 0) for i in range(-(-size // SECTOR))]
+
+
+def full_cycle(ctx, package, heapsize=None, flash_mib=4, main=None, faults=(), config=None):
+    """One upgrade on a fresh device and platform: boot (download, switch, reset), boot
+    (confirm). Returns a dict: ok, the two outputs, the platform's view, the device."""
+    from tools.device import RESET_EXIT
+
+    mpy = ctx.compiled()
+    root = ctx.fresh("cycle")
+    device = new_device(root, flash_mib)
+    platform = new_platform()
+    try:
+        task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
+        install(device, platform, **(config or {}))
+        if main:
+            (device.fs / "main.py").write_text(main)
+        for name, arg in faults:
+            platform.set_fault(name, arg)
+        first = device.boot(extra_path=(mpy,), heapsize=heapsize, timeout=120)
+        connections = platform.connections
+        requests = list(platform.requests)
+        second = None
+        if first.returncode == RESET_EXIT:
+            second = device.boot(extra_path=(mpy,), heapsize=heapsize, timeout=120)
+        ok = bool(second and second.returncode == 0 and "ota: result 201" in second.output
+                  and task.state == "completed")
+        return {"ok": ok, "first": first, "second": second, "task": task, "device": device,
+                "download_connections": connections, "download_requests": requests,
+                "errors": list(platform.errors)}
+    finally:
+        platform.stop()
+
+
+def median(values):
+    import statistics
+
+    return statistics.median(values)
+
+
+# ---- throughput --------------------------------------------------------------------------------
+
+THROUGHPUT_SCRIPT = r'''
+# bench: the device's download stage against a raw-socket baseline, same loop into the slot
+import sys, time, socket, hashlib, binascii, gc
+from onenet_ota import fota, http, download, api
+HOST, PORT, TOKEN, SIZE, MD5, FRAGMENT, FIRST = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]
+buf = bytearray(4096)
+slot = fota.Slot()
+
+def baseline():
+    md5 = hashlib.md5()
+    ai = socket.getaddrinfo(HOST, PORT)[0]
+    s = socket.socket(ai[0])
+    s.settimeout(10)
+    s.connect(ai[-1])
+    s.write(b"GET /ota/south/download/%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (TOKEN, HOST, PORT))
+    while s.readline() not in (b"\r\n", b""):
+        pass
+    chunk = len(buf)
+    written = 0
+    while written < SIZE:
+        n = min(chunk, SIZE - written)
+        got = 0
+        while got < n:
+            k = s.readinto(buf if not got else memoryview(buf)[got:], n - got)
+            if not k:
+                raise OSError("closed")
+            got += k
+        md5.update(buf if n == chunk else memoryview(buf)[:n])
+        if n < chunk:
+            for i in range(n, chunk):
+                buf[i] = 0xFF
+        slot.write(written // 4096, buf)
+        written += n
+    s.close()
+    assert binascii.hexlify(md5.digest()).decode() == MD5
+
+class Cfg:
+    progress_step = 10
+    fragment_size = FRAGMENT
+    timeout = 10
+    ca_file = ""
+
+class StubApi:
+    def check_token(self, token):
+        pass
+    def progress(self, token, step):
+        pass
+
+class Up:
+    battery = signal = progress = None
+    scheme = "http"
+
+def device(fragment=FRAGMENT):
+    Cfg.fragment_size = fragment
+    up = Up()
+    up.buf = buf
+    up.cfg = Cfg()
+    up.host = "%s:%d" % (HOST, PORT)
+    up.client = http.Client(10)
+    up.api = StubApi()
+    task = api.Task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0})
+    download._download_stage(up, task, None, slot)
+    up.client.close()
+
+RUNS = {"baseline": baseline, "device": device, "onefragment": lambda: device(SIZE)}
+for name in FIRST.split(","):
+    fn = RUNS[name]
+    gc.collect()
+    t = time.ticks_us()
+    fn()
+    print("bench", name, time.ticks_diff(time.ticks_us(), t))
+'''
+
+
+@row("throughput")
+def throughput(ctx):
+    import os
+
+    from tools import micropython
+    from tools.esp_image import build_app_image
+
+    size = 256 * 1024 if ctx.quick else 1024 * 1024
+    package = build_app_image(NEW, size)
+    device = new_device(ctx.fresh("throughput"))
+    device.bootloader()  # the fake esp32 learns the running slot from it
+    script = ctx.work / "bench_throughput.py"
+    script.write_text(THROUGHPUT_SCRIPT)
+    platform = new_platform()
+    times = {"baseline": [], "device": [], "onefragment": []}
+    names = list(times)
+    try:
+        task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
+        for rep in range(ctx.reps):
+            first = ",".join(names[rep % 3:] + names[:rep % 3])  # each goes first in turn
+            proc = micropython.run([str(script), platform.host, str(platform.port), task.token, str(size),
+                                    task.md5, str(FRAGMENT), first],
+                                   path=micropython.micropypath(ctx.compiled()),
+                                   env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+            if proc.returncode != 0:
+                raise RuntimeError("throughput script failed:\n" + proc.stdout + proc.stderr)
+            for line in proc.stdout.splitlines():
+                if line.startswith("bench "):
+                    _, name, us = line.split()
+                    times[name].append(int(us))
+        if platform.errors:
+            raise RuntimeError("mock platform: %r" % platform.errors)
+    finally:
+        platform.stop()
+    base, dev, one = median(times["baseline"]), median(times["device"]), median(times["onefragment"])
+    mbs = lambda us: size / us  # bytes per microsecond = MB/s  # noqa: E731
+    ratio = base / dev
+    ratios = sorted(b / d for b, d in zip(times["baseline"], times["device"]))
+    reps = "median of %d; %d KiB package, %d KiB Range fragments, 4 KiB sectors" % (
+        ctx.reps, size // 1024, FRAGMENT // 1024)
+    return [
+        figure("throughput.baseline", "baseline: raw socket + MD5 + slot writes", round(mbs(base), 2), "MB/s",
+               note=reps),
+        figure("throughput.device", "device: download stage (http.Client Range + MD5 + slot + journal)",
+               round(mbs(dev), 2), "MB/s"),
+        figure("throughput.ratio", "device / baseline", round(ratio, 3), "", ">= 0.9 (0.95)", ratio >= 0.9,
+               note="per repetition: %s" % ", ".join("%.3f" % r for r in ratios),
+               loadavg=os.getloadavg()[0]),
+        figure("throughput.ratio_onefragment", "device / baseline, the package in one Range request",
+               round(base / one, 3), "", note="the same code with fragment_size >= the package: no "
+               "per-fragment request round trip or journal save"),
+    ]
+
+
+# ---- heap --------------------------------------------------------------------------------------
+
+SAMPLING_MAIN = r'''# main.py for the bench: main.py's cycle with a progress callback that samples the heap
+import gc
+import sys
+
+
+def _sample(percent):
+    raw = gc.mem_alloc()
+    gc.collect()
+    print("bench heap", percent, raw, gc.mem_alloc(), gc.mem_free())
+
+
+try:
+    import onenet_ota
+
+    print("ota: result", onenet_ota.run(progress=_sample))
+except Exception as e:
+    sys.print_exception(e)
+'''
+
+IMPORT_SCRIPT = r'''
+import gc, sys
+def live():
+    gc.collect()
+    return gc.mem_alloc()
+a = live()
+import esp32, machine
+b = live()
+import onenet_ota
+c = live()
+import onenet_ota.http
+d = live()
+import onenet_ota.updater, onenet_ota.download
+e = live()
+print("bench import", b - a, c - b, d - c, e - c)
+'''
+
+
+def heap_floor(ctx, package, flash_mib):
+    """The smallest heapsize (bytes) at which full_cycle completes, to ctx's resolution."""
+    step = 1024 if ctx.quick else 256
+    hi = 32 * 1024
+    trials = []
+
+    def ok(heap):
+        run = full_cycle(ctx, package, heapsize=heap, flash_mib=flash_mib)
+        good = run["ok"]
+        if not good:
+            failed[heap] = where_it_failed(run)
+        ctx.say("heap: %d KiB package in a %d B heap: %s" % (len(package) // 1024, heap, "ok" if good else "fails"))
+        trials.append((heap, good))
+        return good
+
+    failed = {}
+    lo = 8 * 1024
+    while not ok(hi):
+        lo = hi
+        hi *= 2
+        if hi > 1024 * 1024:
+            raise RuntimeError("no full cycle even in a 1 MiB heap")
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if mid <= lo:
+            mid = lo + step
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi, trials, failed.get(lo)
+
+
+def where_it_failed(run):
+    """The boot and the last line of the traceback (file, line, error) of a failed cycle."""
+    for name in ("first", "second"):
+        result = run[name]
+        if result is None:
+            continue
+        lines = result.output.strip().splitlines()
+        if result.returncode not in (0, 99) or "Traceback" in result.output or name == "second":
+            frames = [ln.strip() for ln in lines if ln.strip().startswith("File ")]
+            last = lines[-1] if lines else "exit %s" % result.returncode
+            return "%s boot: %s%s" % ("download" if name == "first" else "confirm",
+                                     frames[-1] + ": " if frames else "", last)
+    return "?"
+
+
+SIZES = ((64 * 1024, 4, "64 KiB"), (1024 * 1024, 4, "1 MiB"), (4 * 1024 * 1024, 16, "4 MiB"))
+
+
+@row("heap")
+def heap(ctx):
+    from tools import micropython
+    from tools.esp_image import build_app_image
+
+    out = []
+    # the import cost, with the fake esp32 and machine imported first (built in on a board)
+    device = new_device(ctx.fresh("import"))
+    device.bootloader()
+    script = ctx.work / "bench_import.py"
+    script.write_text(IMPORT_SCRIPT)
+    proc = micropython.run([str(script)], path=micropython.micropypath(ctx.compiled()),
+                           env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs))
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("bench import")]
+    if not line:
+        raise RuntimeError("import script failed:\n" + proc.stdout + proc.stderr)
+    fakes, package, http_cost, path = (int(v) for v in line[0].split()[2:])
+    out.append(figure("heap.import_package", "import onenet_ota (the package)", package, "B"))
+    out.append(figure("heap.import_http", "import onenet_ota.http", http_cost, "B"))
+    out.append(figure("heap.import_download_path", "import the download path (updater, download, ...)",
+                      path, "B", note="the fake esp32 + machine cost %d B more; on a board they are built in"
+                      % fakes))
+
+    sizes = SIZES[:1] if ctx.quick else SIZES
+    floors = []
+    for size, flash_mib, label in sizes:
+        package = build_app_image(NEW, size)
+        floor, trials, failure = heap_floor(ctx, package, flash_mib)
+        floors.append(floor)
+        out.append(figure("heap.floor.%d" % size, "smallest heapsize for a full cycle, %s package" % label,
+                          floor, "B", "<= 49152 (32768)", floor <= 48 * 1024,
+                          note="%d trials, %d B resolution%s; %d B short: %s" % (
+                              len(trials), 1024 if ctx.quick else 256,
+                              ", 16 MiB flash, 6 MiB slots" if flash_mib == 16 else "",
+                              1024 if ctx.quick else 256, failure)))
+        # sampled at the progress callbacks (between Range fragments): 16 KiB fragments and
+        # 5 % steps give a few samples even for the smallest package
+        sample_heap = floor + 4096
+        ctx.say("heap: sampling the %s cycle in a %d B heap" % (label, sample_heap))
+        run = full_cycle(ctx, package, heapsize=sample_heap, flash_mib=flash_mib, main=SAMPLING_MAIN,
+                         config={"fragment_size": 16384, "progress_step": 5})
+        samples = [tuple(int(v) for v in ln.split()[3:]) for ln in run["first"].output.splitlines()
+                   if ln.startswith("bench heap ")]
+        if samples:
+            out.append(figure("heap.live.%d" % size, "live heap in the download loop, %s package (max)" % label,
+                              max(s[1] for s in samples), "B",
+                              note="gc.collect(); gc.mem_alloc() at %d progress callbacks, heapsize %d "
+                                   "(16 KiB fragments); before the collect up to %d B" % (
+                                       len(samples), sample_heap, max(s[0] for s in samples)),
+                              cycle_ok=run["ok"]))
+        else:
+            out.append(figure("heap.live.%d" % size, "live heap in the download loop, %s package (max)" % label,
+                              None, "B", error="no samples: %s" % run["first"].output.strip()[-300:]))
+    if len(floors) > 1:
+        growth = floors[-1] - floors[0]
+        out.append(figure("heap.floor.growth", "floor growth from the smallest to the largest package",
+                          growth, "B", "~0 (flat)", growth <= 1024))
+    return out
+
+
+# ---- per download ------------------------------------------------------------------------------
+
+def download_ranges(requests):
+    import re
+
+    out = []
+    for r in requests:
+        if r.endpoint == "download":
+            m = re.fullmatch(r"bytes=(\d+)-(\d+)", r.headers.get("range", ""))
+            out.append((int(m[1]), int(m[2])) if m else None)
+    return out
+
+
+@row("download")
+def per_download(ctx):
+    from tools.esp_image import build_app_image
+
+    size = 192 * 1024 if ctx.quick else 1024 * 1024
+    package = build_app_image(NEW, size)
+    clean = full_cycle(ctx, package)
+    if not clean["ok"]:
+        raise RuntimeError("the clean cycle failed:\n%s" % clean["first"].output)
+    requests = clean["download_requests"]
+    counts = slot_sectors(clean["device"], "ota_1", size)
+    drop_at = size // 2 + 1234
+    dropped = full_cycle(ctx, package, faults=[("drop", [drop_at])])
+    if not dropped["ok"]:
+        raise RuntimeError("the cycle with a dropped connection failed:\n%s" % dropped["first"].output)
+    ranges = download_ranges(dropped["download_requests"])
+    served = sum(b - a + 1 for a, b in ranges)
+    # the mock closes the connection once the bytes served reach drop_at: the device had up to
+    # drop_at; the request after the dropped one says where it resumed
+    cut = next(i for i, (a, b) in enumerate(ranges) if a <= drop_at <= b)
+    again = max(0, drop_at - ranges[cut + 1][0])
+    dcounts = slot_sectors(dropped["device"], "ota_1", size)
+    token_checks = sum(1 for r in requests if r.endpoint == "token_check")
+    return [
+        figure("download.connections", "TCP connections in the download boot", clean["download_connections"], "",
+               "1", clean["download_connections"] == 1,
+               note="%d KiB package in %d Range requests, API calls on the same connection" % (
+                   size // 1024, len(download_ranges(requests)))),
+        figure("download.token_checks", "token checks", token_checks, "", "1", token_checks == 1),
+        figure("download.erases_per_sector", "erases per sector (max over the package)", max(counts), "",
+               "exactly 1", min(counts) == max(counts) == 1, min=min(counts)),
+        figure("download.redownloaded", "bytes downloaded again after a drop at %d" % drop_at, again, "B",
+               "<= 4096", again <= 4096,
+               note="%d connections, %d bytes asked in all" % (dropped["download_connections"], served)),
+        figure("download.erases_per_sector_after_drop", "erases per sector after that drop", max(dcounts), "",
+               "exactly 1", min(dcounts) == max(dcounts) == 1, min=min(dcounts)),
+    ]
+
+
+# ---- delta and SOTA: added by their owners -------------------------------------------------------
+#
+# @row("delta")
+# def delta_apply(ctx):
+#     ...time the patch applied into a slot, as throughput() does for the download...
+#     return [figure("delta.apply", "delta apply", mb_per_s, "MB/s")]
+#
+# @row("sota")
+# def sota_unpack(ctx): ...

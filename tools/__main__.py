@@ -14,6 +14,8 @@ COMMANDS = {
     "deploy": ("tools.deploy", "put the OTA client on a board through mpremote (compiled .mpy, boot.py, main.py, config)"),
     "package": ("tools.package", "check and describe packages for OneNET (size and MD5 as the platform shows them)"),
     "token": ("tools.token", "print an Authorization header for OneNET, to try the real platform with curl"),
+    "bench": ("tools.bench", "measure download throughput against a raw-socket baseline, the heap floor, per-download counts"),
+    "campaign": ("tools.campaign", "randomised fault and power-cut campaign: many upgrades, every invariant checked"),
 }
 
 

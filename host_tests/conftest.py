@@ -69,6 +69,7 @@ class Board:
             "access_key": platform.access_key,
             "device_id": DEV_ID,
             "timeout": 5,
+            "fragment_size": 65536,  # several fragments even in a small image
         }
         self.install()
 

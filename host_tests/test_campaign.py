@@ -5,22 +5,11 @@ import pytest
 
 from tools import campaign
 
-# A firmware defect the campaign finds, known and reported: the task's token expires after the
-# switch, the new image confirms and its 201 is answered errno 12 ("token expired, the upgrade
-# is over"), which updater.report_final does not take as "task over": the PlatformError leaves
-# the cycle at every boot and the journal is never discarded. Any other violation fails.
-KNOWN = {"errno 12 on the 201": lambda v: v.startswith("not settled")
-         and "in report_final" in v and v.rstrip().splitlines()[-2].startswith("PlatformError: platform errno 12")}
-
-
 def run_campaign(tmp_path, runs, seed):
     summary = campaign.campaign(runs, seed, tmp_path, jobs=2)
     assert summary["runs"] == runs == sum(summary["outcomes"].values())
-    unknown = [r for r in summary["failures"] if not any(k(r["violation"]) for k in KNOWN.values())]
-    assert not unknown, "\n\n".join("%d:%d %s" % (r["seed"], r["index"], r["violation"]) for r in unknown)
-    if summary["failures"]:
-        pytest.xfail("known firmware defect (%s) in %s" % (
-            ", ".join(KNOWN), ", ".join("%d:%d" % (r["seed"], r["index"]) for r in summary["failures"])))
+    failures = summary["failures"]
+    assert not failures, "\n\n".join("%d:%d %s" % (r["seed"], r["index"], r["violation"]) for r in failures)
     return summary
 
 

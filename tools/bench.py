@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 
-FRAGMENT = 65536  # the config's default fragment_size: the device as shipped
+FRAGMENT = 262144  # the config's default fragment_size: the device as shipped
 OLD, NEW = "1.0", "1.1"
 DEV_ID = "20001"
 UNIQUE_ID = "a0b1c2d3e4f5"

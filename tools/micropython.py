@@ -51,7 +51,7 @@ def run(args, *, heapsize=None, path=None, env=None, cwd=None, timeout=60, input
     """Run micropython to completion; returns subprocess.CompletedProcess (text output)."""
     return subprocess.run(
         command(args, heapsize), env=environment(path, env), cwd=cwd, timeout=timeout,
-        input=input, capture_output=True, text=True,
+        input=input, capture_output=True, text=True, errors="backslashreplace",
     )
 
 
@@ -59,5 +59,5 @@ def start(args, *, heapsize=None, path=None, env=None, cwd=None):
     """Start micropython in the background (stdout and stderr merged, line by line)."""
     return subprocess.Popen(
         command(args, heapsize), env=environment(path, env), cwd=cwd,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="backslashreplace", bufsize=1,
     )

@@ -112,6 +112,10 @@ def main(args) -> int:
     def say(line):
         print(line, flush=True)
 
+    # before anything is printed: a SIGTERM right after the first lines must still stop cleanly
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+
     context = None
     if args.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -147,8 +151,6 @@ def main(args) -> int:
         say("faults: %s" % ", ".join(args.fault))
     say("Ctrl-C to stop")
 
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         while not done.wait(0.5):
             pass

@@ -21,7 +21,9 @@ _FIELDS = (
     ("version", str, ""),  # "": the running firmware's app description
     ("check_interval", int, 3600),  # seconds between cycles, for the application's scheduler
     ("chunk_size", int, 4096),  # bytes per flash write: whole sectors
-    ("fragment_size", int, 65536),  # bytes per Range request
+    # bytes per Range request: each costs a round trip and a journal save (measured: 64 KiB
+    # fragments ran at 0.80 of a raw socket on loopback, one request at 0.98)
+    ("fragment_size", int, 262144),
     ("progress_step", int, 10),  # percent between progress reports
     ("reboot", bool, True),  # reset into the new firmware as soon as it is switched to
     ("timeout", int, 10),  # seconds: connect and every read

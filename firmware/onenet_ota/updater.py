@@ -17,8 +17,9 @@ NO_TASK = None
 STOPPED = const(0)  # the platform ended the task (expired, cancelled, completed)
 SWITCHING = const(1)  # a verified image boots next; the device resets unless reboot is off
 
-# errno that mean "the task is over" when a final report is refused
-_OVER = (20, 21, 22)
+# errno that mean "the task is over" when a final report is refused: expired, completed,
+# invalid operation, cancelled
+_OVER = (12, 20, 21, 22)
 
 
 def log(*args):

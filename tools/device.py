@@ -388,7 +388,7 @@ class Device:
             return BootResult(None, "", None, cause, rolled_back, True, log)
         cmd = self._command(args, heapsize, env, extra_path, cut)
         proc = subprocess.run(cmd.pop("args"), **cmd, timeout=timeout, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+                              stderr=subprocess.STDOUT, text=True, errors="backslashreplace")
         return BootResult(proc.returncode, proc.stdout, slot, cause, rolled_back, False, log)
 
     def start(self, args=None, *, heapsize=None, env=None, extra_path=(), cut=None) -> "Running":
@@ -399,7 +399,7 @@ class Device:
             raise RuntimeError("bricked: no bootable app\n" + "\n".join(log))
         cmd = self._command(args, heapsize, env, extra_path, cut)
         proc = subprocess.Popen(cmd.pop("args"), **cmd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, bufsize=1)
+                                stderr=subprocess.STDOUT, text=True, errors="backslashreplace", bufsize=1)
         return Running(proc, BootResult(None, "", slot, cause, rolled_back, False, log))
 
 

@@ -13,6 +13,7 @@ import importlib
 SUBCOMMANDS = {
     "fota": ("tools.package_fota", "check an ESP32 app image for a firmware (FOTA) task; print its size and MD5"),
     "delta": ("tools.package_delta", "make a differential firmware package (detools patch) from OLD.bin to NEW.bin"),
+    "app": ("tools.package_app", "make an application (SOTA) bundle from a folder: tar + manifest, optionally gzip/zlib"),
     "mip": ("tools.package_mip", "write (or --check) package.json, so `mpremote mip install` gets every module"),
 }
 

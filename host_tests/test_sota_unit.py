@@ -149,7 +149,8 @@ def step(op, *a):
     elif op == "free":
         print("free", sota.free()[1])
     elif op == "writes":
-        print("writes", -1 - esp32._writes)
+        # the fake's countdown of flash programs (-1 - programs so far): _writes, or w once compacted
+        print("writes", -1 - getattr(esp32, "_writes", getattr(esp32, "w", 0)))
     elif op == "dump":
         print("DUMP " + json.dumps({"state": sota_boot.state(), "pending": sota.pending(),
                                     "version": sota_boot.version(), "app": tree("app"),

@@ -111,7 +111,7 @@ def assert_nothing_more(board, platform, task):
     again = run(board)
     assert again.returncode == 0 and again.slot == "ota_0", again.output
     assert result_of(again.output) is None, again.output
-    assert platform.sequence()[before:] == ["check"]
+    assert platform.sequence()[before:] == ["check", "check"]  # firmware, then application
     assert_boot_untouched(board)
     assert task.state == FAILED
 
@@ -195,7 +195,7 @@ def test_201_happy_path(board, platform):
     before = len(platform.requests)
     third = run(board)
     assert third.slot == SLOT and result_of(third.output) is None
-    assert platform.sequence()[before:] == ["check"]
+    assert platform.sequence()[before:] == ["check", "check"]  # firmware, then application
 
 
 # ---- 1xx: the download stage --------------------------------------------------------------------
@@ -443,7 +443,7 @@ def test_unusable_token_is_not_reported(board, platform, token):
     out = result.output
     assert result.returncode == 0, out
     assert re.search(r"task token", out), out
-    assert platform.sequence() == ["version_report", "check"]
+    assert platform.sequence() == ["version_report", "check"]  # the cycle ends at the FOTA check
     assert task.reports == [] and task.history == [TBU]
     assert_boot_untouched(board)
     assert_no_journal(board)

@@ -364,7 +364,7 @@ def test_expire_token_before_the_boot_means_no_task(board, platform):
     platform.set_fault("expire-token")
     result = run(board)
     assert result.returncode == 0 and result_of(result.output) is None, result.output
-    assert platform.sequence() == ["version_report", "check"]
+    assert platform.sequence() == ["version_report", "check", "check"]
     assert task.state == "expired" and task.reports == []
     assert_boot_untouched(board)
 

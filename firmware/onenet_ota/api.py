@@ -63,6 +63,7 @@ class Task:
         self.interval = self._get("interval", int, 0)
         self.ip_port = self._get("ipPort", str, "")
         self.delta = self._get("type", int, 1) == 2
+        self.kind = "fota"  # or "sota": which check (endpoint 2 type) offered it
         del self._d
         if self.size <= 0 or len(md5) != 32 or self.retry < 0 \
                 or self.interval < 0 or not (self.ip_port == "" or plain(self.ip_port.replace(":", ""), 255)):
@@ -130,8 +131,11 @@ class Api:
         return self._task("/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (
             self.dev_id, kind, "true" if cdn else "false"), (4, 12))
 
-    def report_version(self, f_version):
-        self._call("POST", "/ota/device/version?dev_id=" + self.dev_id, {"f_version": f_version})
+    def report_version(self, f_version, s_version=None):
+        body = {"f_version": f_version}
+        if s_version:
+            body["s_version"] = s_version
+        self._call("POST", "/ota/device/version?dev_id=" + self.dev_id, body)
 
     def check_token(self, token):
         self._call("GET", "/ota/south/download/%s/check?dev_id=%s" % (token, self.dev_id))

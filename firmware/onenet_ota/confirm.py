@@ -7,6 +7,8 @@ from onenet_ota.updater import FOTA, log
 
 
 def confirm(up, entry):
+    if entry["kind"] == "sota":
+        return _application(up, entry)
     log("confirming", entry["target"], "- running", up.running)
     try:
         up.api.tasking(FOTA, up.cfg.cdn)  # proves the new image reaches the platform
@@ -15,7 +17,7 @@ def confirm(up, entry):
     if up.running != entry["target"]:
         if entry["phase"] == journal.VERIFIED:
             # the power went between the 101 report and the boot switch: finish the switch
-            return up.switch(fota.Slot(), entry)
+            return up.switch(fota.Slot().switch, entry)
         log("running", up.running, "not", entry["target"], "- rolled back")
         up.report_final(entry["token"], 204)
         journal.discard()
@@ -40,3 +42,29 @@ def _keep(up, token):
     up.report_final(token, 201)
     up.report_version()
     log("confirmed", up.running)
+
+
+def _application(up, entry):
+    """After the swap to a new application: it is kept once it started (sota_boot.start()
+    confirms it when its import returns, or the application calls confirm()); 201 then, and
+    206 when it raised at start-up or a reset came first (sota_boot rolled it back)."""
+    from onenet_ota import sota, sota_boot
+
+    if entry["phase"] == journal.VERIFIED:
+        # the power went between the 101 report and the swap: finish the swap (idempotent)
+        return up.switch(sota.swap, entry)
+    state = sota_boot.state()
+    if state in (sota_boot.SWAP, sota_boot.PENDING, sota_boot.TRIAL, sota_boot.UNDO):
+        log("application", entry["target"], "not started yet")
+        return None  # main.py starts it after this cycle, and runs a cycle again
+    if state == sota_boot.OK or (state is None and up.app == entry["target"]):
+        code = 201 if sota_boot.version() == entry["target"] else 204
+    else:
+        code = 206
+    log("application", entry["target"], "confirmed" if code == 201 else "rolled back")
+    up.report_final(entry["token"], code)
+    if code == 201:
+        up.report_version()
+    sota.finish()
+    journal.discard()
+    return code

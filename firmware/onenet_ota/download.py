@@ -35,12 +35,23 @@ class Fail(Exception):
 
 
 def upgrade(up, task, entry):
-    """Returns the report code sent, STOPPED, or SWITCHING."""
+    """Returns the report code sent, STOPPED, or SWITCHING. task.kind: "fota" writes the
+    package into the next OTA slot, "sota" stages an application bundle in a file."""
+    app = None
     try:
-        slot = fota.Slot()
+        if task.kind == "sota":
+            from onenet_ota import sota as app
+
+            if task.delta:
+                raise Fail(_UPGRADE_FAILED, "differential application packages are not supported")
+            if not app.space_ok(task.size):
+                raise Fail(_NO_SPACE, "no room for a bundle of %d bytes and its files" % task.size)
+            slot = app.Stage(task.size)
+        else:
+            slot = fota.Slot()
         entry, size = _download_stage(up, task, entry, slot)
         try:
-            return _upgrade_stage(up, task, entry, slot, size)
+            return _upgrade_stage(up, task, entry, slot, size, app)
         except MemoryError:
             raise Fail(_UPGRADE_NO_MEMORY, "out of memory after the download")
     except Fail as e:
@@ -56,10 +67,12 @@ def upgrade(up, task, entry):
         if e.errno not in _ENDED:
             raise
         log("task ended by the platform:", e)
-        journal.discard()
-        return STOPPED
+        code = STOPPED
+    if app:
+        app.discard()  # the staged bundle and a half unpacked application
     journal.discard()
-    up.report_final(task.token, code)
+    if code != STOPPED:
+        up.report_final(task.token, code)
     return code
 
 
@@ -83,7 +96,7 @@ def _download_stage(up, task, entry, slot):
             raise
     if entry is None or task.delta:
         # a delta restarts from its first byte: the decoder's state is not saved
-        entry = {"kind": "fota", "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
+        entry = {"kind": task.kind, "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
                  "md5": task.md5, "size": task.size, "written": 0, "delta": task.delta}
         journal.save(entry)
     md5 = hashlib.md5()
@@ -133,12 +146,22 @@ def _apply_delta(src, slot, buf):
         raise Fail(e.code, str(e))
 
 
-def _upgrade_stage(up, task, entry, slot, size):
-    log("downloaded", task.size, "bytes, MD5 ok; checking the image")
-    try:
-        slot.verify(size, up.chip, task.target, up.buf)
-    except fota.ImageError as e:
-        raise Fail(e.code, str(e))
+def _upgrade_stage(up, task, entry, slot, size, app):
+    if app:
+        log("downloaded", task.size, "bytes, MD5 ok; unpacking the application")
+        slot.close()
+        try:
+            app.unpack(up.buf, task.target)
+        except app.SotaError as e:
+            raise Fail(e.code, str(e))
+        switch = app.swap
+    else:
+        log("downloaded", task.size, "bytes, MD5 ok; checking the image")
+        try:
+            slot.verify(size, up.chip, task.target, up.buf)
+        except fota.ImageError as e:
+            raise Fail(e.code, str(e))
+        switch = slot.switch
     try:
         up.api.report(task.token, _DOWNLOADED)
     except PlatformError as e:
@@ -148,7 +171,7 @@ def _upgrade_stage(up, task, entry, slot, size):
     _gate(up, task, _UPGRADE_LOW_BATTERY, None)
     entry["phase"] = journal.VERIFIED
     journal.save(entry)
-    return up.switch(slot, entry)
+    return up.switch(switch, entry)
 
 
 class _Source:

@@ -10,6 +10,9 @@ from onenet_ota import journal, fota, http
 from onenet_ota.api import Api, PlatformError, TaskError
 
 FOTA = const(1)
+SOTA = const(2)
+_KINDS = {FOTA: "fota", SOTA: "sota"}
+APP_MANIFEST = "app/manifest.json"
 STATE_PATH = "ota_state.json"  # the dev_id once looked up, the version last reported
 
 # What cycle() returns besides the report code it sent
@@ -49,6 +52,8 @@ class Updater:
         self.chip, self.running = fota.running_build(self.buf)
         if cfg.version:
             self.running = cfg.version
+        # the application's version, from its manifest (onenet_ota.sota_boot.APP)
+        self.app = (journal.read_json(APP_MANIFEST) or {}).get("version")
 
     def cycle(self):
         """One cycle. Returns NO_TASK, the report code sent, STOPPED, or SWITCHING."""
@@ -60,34 +65,42 @@ class Updater:
 
                 return confirm(self, entry)
             reported = self.state.get("reported")
-            if reported != self.running:
-                if reported:  # not the first boot: the version changed, was it an upgrade?
+            if reported != self.versions():
+                # not the first boot and the firmware changed: was it an upgrade?
+                if reported and reported.split("/")[0] != self.running:
                     from onenet_ota.confirm import lost_token
 
                     if lost_token(self):
                         return 201
                 self.report_version()
-            try:
-                task = self.api.check(FOTA, self.running, self.cfg.manuf, self.cfg.model, self.cfg.cdn)
-            except TaskError as e:
-                if not e.token:
-                    raise  # no token to report against: the cycle ends with the reason
-                # a task that cannot be acted on would be offered again and again: fail it
-                log("failed", 107, e)
-                journal.discard()
-                self.report_final(e.token, 107)
-                return 107
-            if entry and not (task and entry["token"] == task.token and entry["md5"] == task.md5
-                              and entry["size"] == task.size):
-                journal.discard()  # the journal's task is gone
-                entry = None
-            if task is None:
-                return NO_TASK
-            from onenet_ota.download import upgrade
+            # firmware first: an application is built for the firmware it runs on
+            for kind, version in ((FOTA, self.running), (SOTA, self.app or "0")):
+                try:
+                    task = self.api.check(kind, version, self.cfg.manuf, self.cfg.model, self.cfg.cdn)
+                except TaskError as e:
+                    if not e.token:
+                        raise  # no token to report against: the cycle ends with the reason
+                    # a task that cannot be acted on would be offered again and again: fail it
+                    log("failed", 107, e)
+                    journal.discard()
+                    self.report_final(e.token, 107)
+                    return 107
+                if entry and entry["kind"] == _KINDS[kind] and not (
+                        task and entry["token"] == task.token and entry["md5"] == task.md5
+                        and entry["size"] == task.size):
+                    journal.discard()  # the journal's task is gone
+                    entry = None
+                if task:
+                    from onenet_ota.download import upgrade
 
-            return upgrade(self, task, entry)
+                    task.kind = _KINDS[kind]
+                    return upgrade(self, task, entry if entry and entry["kind"] == task.kind else None)
+            return NO_TASK
         finally:
             self.client.close()
+
+    def versions(self):
+        return "%s/%s" % (self.running, self.app or "")
 
     def _identify(self):
         if not self.api.dev_id:
@@ -102,8 +115,9 @@ class Updater:
         journal.write_json(STATE_PATH, self.state)
 
     def report_version(self):
-        self.api.report_version(f_version=self.running)
-        self.remember("reported", self.running)
+        self.app = (journal.read_json(APP_MANIFEST) or {}).get("version")
+        self.api.report_version(self.running, self.app)
+        self.remember("reported", self.versions())
 
     def report_final(self, token, code):
         """Report the code that ends the task; a task the platform already ended is fine."""
@@ -114,10 +128,11 @@ class Updater:
                 raise
             log("report", code, "not taken:", e)
 
-    def switch(self, slot, entry):
-        """Boot the slot next. The journal says VERIFIED before and SWITCHED after: a cut
-        between the two is finished at the next boot, a rollback after SWITCHED is reported."""
-        slot.switch()
+    def switch(self, do, entry):
+        """Boot the slot (the firmware) or the swapped-in application next. The journal says
+        VERIFIED before and SWITCHED after: a cut between the two is finished at the next
+        boot, a rollback after SWITCHED is reported. do: fota.Slot.switch or sota.swap."""
+        do()
         entry["phase"] = journal.SWITCHED
         journal.save(entry)
         log("switching to", entry["target"])

@@ -1,6 +1,13 @@
-# boot.py runs before anything else on every boot. It is kept to what cannot fail: the OTA
-# client, the network and the application all start from main.py, where an error is reported
-# instead of stopping the board from booting.
-import gc
+# boot.py runs before anything else on every boot and must never stop it (an exception here
+# keeps MicroPython from running main.py). Its one job: finish or undo an application swap
+# that a power cut or a reset interrupted, so main.py starts a complete application.
+try:
+    from onenet_ota.sota_boot import recover
 
-gc.collect()
+    recover()  # never raises; one failed open when no swap is under way
+except Exception as e:  # the OTA client missing or broken must not stop the boot
+    print("boot:", repr(e))
+import sys
+
+for name in [name for name in sys.modules if name.startswith("onenet_ota")]:
+    del sys.modules[name]

@@ -78,6 +78,17 @@ def test_corrupt_package_is_refused():
     assert verdict(result).startswith("PASS corrupt")
 
 
+def test_sota_application_update():
+    result = demo("--scenario", "sota")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    first, second = out.split("boot 2 ─")
+    in_order(first, "task 1 created: SOTA 1.0 -> 1.1", "ota: reported 101", "ota: switching to 1.1")
+    in_order(second, "application 1.1 not started yet", "application 1.1 running: hello from the new application",
+             "sota: confirmed 1.1", "report 201 (upgraded) received -> errno 0")
+    assert verdict(result).startswith("PASS sota")
+
+
 def test_keep_leaves_the_device(tmp_path):
     keep = tmp_path / "dev"
     result = demo("--keep", str(keep))

@@ -25,7 +25,7 @@ DEV_ID = "20001"
 UNIQUE_ID = "a0b1c2d3e4f5"
 OLD, NEW = "1.0", "1.1"
 FRAGMENT = 16 * 1024
-SCENARIOS = ("upgrade", "powercut", "corrupt")  # SOTA joins when the firmware has it
+SCENARIOS = ("upgrade", "powercut", "corrupt", "sota")
 
 
 def configure(parser: argparse.ArgumentParser):
@@ -247,12 +247,17 @@ class Demo:
         self.platform.start()
         try:
             self.platform.add_device(DEV_ID, unique_id=UNIQUE_ID, f_version=OLD)
-            self.task = self.platform.add_task(DEV_ID, new, NEW, retry=3, interval=0)
+            if args.scenario == "sota":
+                new = self._application(device)
+                self.task = self.platform.add_task(DEV_ID, new, NEW, ota_type=2, retry=3, interval=0)
+            else:
+                self.task = self.platform.add_task(DEV_ID, new, NEW, retry=3, interval=0)
             self._seen_log = len(self.task.log)
             self.say("platform", "mock OneNET on %s: product %s, device %s" % (
                 self.platform.url, self.platform.product_id, DEV_ID))
-            self.say("platform", "task %d created: FOTA %s -> %s, package %d bytes, md5 %s" % (
-                self.task.id, OLD, NEW, self.task.size, self.task.md5), "bold cyan")
+            self.say("platform", "task %d created: %s %s -> %s, package %d bytes, md5 %s" % (
+                self.task.id, "SOTA" if args.scenario == "sota" else "FOTA", OLD, NEW, self.task.size,
+                self.task.md5), "bold cyan")
             self._faults(len(new))
             firmware.install(device.fs, {
                 "host": self.platform.host, "port": self.platform.port,
@@ -352,7 +357,43 @@ class Demo:
             ", ".join("%d (errno %d)" % r for r in self.task.reports) or "none"), "bold cyan")
         return slot, version, state
 
+    def _application(self, device):
+        """Install application 1.0 in the device's app/ and return the bundle of 1.1."""
+        from tools.package_app import build, manifest
+
+        old = {"main.py": b'print("application %s running")\n' % OLD.encode()}
+        app = device.fs / "app"
+        app.mkdir(parents=True, exist_ok=True)
+        (app / "main.py").write_bytes(old["main.py"])
+        (app / "manifest.json").write_bytes(manifest(old, OLD))
+        new = {"main.py": b'import screen\nprint("application %s running:", screen.GREETING)\n' % NEW.encode(),
+               "screen.py": b'GREETING = "hello from the new application"\n'}
+        self.say("demo", "app/ holds application %s; the platform gets a gzip bundle of %s (%s)" % (
+            OLD, NEW, ", ".join(sorted(new))))
+        return build(new, NEW, how="gzip")
+
     # ---- scenarios: each returns (ok, one-line verdict) ----------------------------------------
+
+    def scenario_sota(self, mpy, old, new):
+        from tools.device import RESET_EXIT
+
+        first, _ = self.boot(mpy)
+        if first.returncode != RESET_EXIT:
+            return False, "the first boot did not swap in the new application (exit %s)" % first.returncode
+        self.say("boot", "machine.reset(): the new application starts on trial", "bold magenta")
+        second, lines = self.boot(mpy)
+        self.final()
+        problems = []
+        if not any(line.startswith("application %s running" % NEW) for line in lines):
+            problems.append("application %s did not start" % NEW)
+        if self.task.state != "completed" or [c for c, e in self.task.reports if e == 0] != [101, 201]:
+            problems.append("the task is %s with reports %s, not completed with 101, 201" % (
+                self.task.state, self.task.reports))
+        if (self.device.fs / "app.old").exists():
+            problems.append("the previous application was not cleaned up")
+        if problems:
+            return False, "; ".join(problems)
+        return True, "application %s -> %s staged, unpacked, swapped, started and confirmed" % (OLD, NEW)
 
     def scenario_upgrade(self, mpy, old, new):
         from tools.device import RESET_EXIT

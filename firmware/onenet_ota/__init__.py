@@ -12,7 +12,9 @@ def run(battery=None, signal=None, progress=None, path="ota_config.json"):
     # The sector buffer first, before imports and JSON fragment the heap: later, 4 KiB in
     # one piece may no longer be found even with far more free in total (TOOLCHAIN.md).
     buf = bytearray(4096)
-    import onenet_ota.download  # noqa: F401  (see below)
+    # The download path next, while the heap is still in one piece: its names make the qstr
+    # pool double, a ~3.5 KiB block a fragmented heap cannot give later (measured).
+    import onenet_ota.download  # noqa: F401
     cfg = load_config(path)
     if cfg.chunk_size != len(buf):
         buf = None  # a configured chunk size: the updater allocates it

@@ -8,7 +8,7 @@ import time
 
 from onenet_ota import journal, fota, http
 from onenet_ota.api import PlatformError, ServerError, TaskError
-from onenet_ota.updater import SWITCHING, STOPPED, log
+from onenet_ota.updater import STOPPED, log
 
 _SECTOR = const(4096)
 _DOWNLOADED = const(101)

@@ -24,6 +24,18 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
                  "throughput.ratio_onefragment", "heap.import_package", "heap.import_download_path",
                  "heap.floor.65536", "heap.live.65536"):
         assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
+    # delta: apply MB/s (from a file and from memory), the ratio to the download, the patch size
+    for how in ("zlib", "heatshrink", "none"):
+        for name in ("delta.%s" % how, "delta.%s.memory" % how, "delta.%s.ratio" % how, "delta.%s.patch" % how):
+            assert rows[name]["group"] == "delta", rows[name]
+            assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
+        assert rows["delta.%s" % how]["patch_bytes"] > 0
+    assert rows["delta.zlib.patch"]["value"] < 100 and rows["delta.heatshrink.patch"]["value"] < 100
+    # sota: unpack MB/s of a gzip and a plain bundle
+    for name in ("sota.gzip", "sota.plain"):
+        assert rows[name]["group"] == "sota" and rows[name]["unit"] == "MB/s", rows[name]
+        assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
+        assert rows[name]["bundle_bytes"] > 0
     # the counts: one connection, one token check, each sector erased once, at most a sector again
     assert rows["download.connections"]["value"] == 1
     assert rows["download.token_checks"]["value"] == 1
@@ -34,6 +46,18 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
     assert result["date"][:4] in proc.stdout and "machine:" in proc.stdout
     for r in result["rows"]:
         assert r["label"] in proc.stdout
+
+
+def test_delta_alone_measures_the_download_to_compare_with(tmp_path):
+    """--only delta: the ratio still has its denominator (throughput measured for it), and the
+    table holds only the delta rows."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "tools", "bench", "--quick", "--only", "delta", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert rows and {r["group"] for r in rows} == {"delta"}
+    assert all(r["value"] > 0 for r in rows)
 
 
 def test_a_row_is_one_function(tmp_path):

@@ -17,7 +17,14 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               peak heap flat in the package size.
   download    per download: TCP connections, token checks, bytes downloaded again after a
               dropped connection, erases per sector (targets 1, 1, <= 4096, exactly 1).
-  delta/sota  throughput rows, once those paths exist (one function each: see ``@row``).
+  delta       the device's delta decoder (onenet_ota.delta.Patch) making a 1 MiB image from
+              the running one (build_app_image 1.0 -> 1.1, same seed) and a zlib, heatshrink
+              or uncompressed patch read from a file through MD5 (and from memory), each sector
+              through fota.Slot.write on the fake flash: MB/s of new image, its ratio to the
+              download's throughput.device, and the patch size as a % of the image.
+  sota        sota.unpack of a staged application bundle of ~1 MiB of files (gzip with a
+              4 KiB window, and a plain tar) into app.new on LittleFS over the fake flash
+              (SHA-256 of every file included): MB/s of files written.
 
 The table goes to stdout (with the machine and the date); --json PATH writes it as JSON.
 --quick (small sizes, one repetition, coarse search) is what the tests run; its timings mean
@@ -33,7 +40,7 @@ DEV_ID = "20001"
 UNIQUE_ID = "a0b1c2d3e4f5"
 
 # group -> functions(ctx) returning rows; the table keeps this order. Adding a row to the
-# bench is one function decorated with @row("group") (delta and SOTA join this way).
+# bench is one function decorated with @row("group"); ctx.results has the rows made before it.
 ROWS: list[tuple[str, object]] = []
 
 
@@ -117,6 +124,7 @@ class Context:
         self.reps = args.reps or (1 if args.quick else 7)
         self.mpy = None
         self.counter = 0
+        self.results = {}  # group -> its rows, as they are made
 
     def compiled(self):
         """firmware/ and the fakes as x64 .mpy (on a board esp32 is built in, not compiled
@@ -159,6 +167,7 @@ def run(args, work) -> dict:
             traceback.print_exc()
             got = [{"name": "%s.error" % group, "label": "%s: the measurement failed" % group,
                     "value": None, "unit": "", "error": "%s: %s" % (type(error).__name__, error)}]
+        ctx.results.setdefault(group, got)
         for r in got:
             r.setdefault("group", group)
             rows.append(r)
@@ -610,12 +619,275 @@ def per_download(ctx):
     ]
 
 
-# ---- delta and SOTA: added by their owners -------------------------------------------------------
-#
-# @row("delta")
-# def delta_apply(ctx):
-#     ...time the patch applied into a slot, as throughput() does for the download...
-#     return [figure("delta.apply", "delta apply", mb_per_s, "MB/s")]
-#
-# @row("sota")
-# def sota_unpack(ctx): ...
+# ---- delta ------------------------------------------------------------------------------------
+
+DELTA_SCRIPT = r"""
+# bench: the device's delta decoder applying a patch into the slot, as download._apply_delta
+import sys, json, time, hashlib, binascii, gc
+with open(sys.argv[1]) as f:  # a file: an argv string over 255 bytes kills the unix port
+    cfg = json.load(f)
+from onenet_ota import fota, delta
+buf = bytearray(4096)
+slot = fota.Slot()
+base = fota.running_partition()
+base_size = base.info()[3]
+print("native", int(sys.modules.get("onenet_ota._deltav") is not None))
+
+
+def apply(path, memory):
+    md5 = hashlib.md5()
+    if memory:  # the whole patch in RAM first: read_into copies from it
+        with open(path, "rb") as f:
+            data = f.read()
+        src = memoryview(data)
+        at = [0]
+
+        def read_into(b, n):
+            k = min(n, len(src) - at[0])
+            if k:
+                b[:k] = src[at[0]:at[0] + k]
+                at[0] += k
+                md5.update(b if k == len(b) else memoryview(b)[:k])
+            return k
+    else:  # a stream, hashed as it passes (the download's _Source)
+        f = open(path, "rb")
+
+        def read_into(b, n):
+            k = f.readinto(b, n)
+            if k:
+                md5.update(b if k == len(b) else memoryview(b)[:k])
+            return k
+    gc.collect()
+    t = time.ticks_us()
+    p = delta.Patch(read_into, base, base_size, slot.size)
+    sector = 0
+    while p.fill(buf):
+        slot.write(sector, buf)
+        sector += 1
+    us = time.ticks_diff(time.ticks_us(), t)
+    if not memory:
+        f.close()
+    # outside the timing: what the slot now holds
+    image = hashlib.md5()
+    for at in range(0, p.size, 4096):
+        slot.read(at // 4096, buf)
+        image.update(buf if p.size - at >= 4096 else memoryview(buf)[:p.size - at])
+    return us, p.size, binascii.hexlify(image.digest()).decode(), binascii.hexlify(md5.digest()).decode()
+
+
+for name, path, memory in cfg["runs"]:
+    us, size, image, md5 = apply(path, memory)
+    print("bench", name, int(memory), us, size, image, md5)
+"""
+
+DELTA_COMPRESSIONS = ("zlib", "heatshrink", "none")
+
+
+def download_throughput(ctx):
+    """throughput.device (MB/s), from this run's throughput row, or measured now (--only)."""
+    rows = ctx.results.get("throughput")
+    if rows is None:
+        ctx.say("delta: measuring the download throughput to compare with")
+        rows = ctx.results["throughput"] = throughput(ctx)
+    full = next((r["value"] for r in rows if r["name"] == "throughput.device"), None)
+    if not full:
+        raise RuntimeError("no throughput.device figure to compare with")
+    return full
+
+
+@row("delta")
+def delta_apply(ctx):
+    """The new image made from the running one and a patch (file or memory), written into the
+    slot through fota.Slot.write: MB/s of new image, against the full download's MB/s."""
+    import hashlib
+    import json
+
+    from tools import micropython
+    from tools.esp_image import build_app_image
+    from tools.package_delta import make_patch
+
+    size = 256 * 1024 if ctx.quick else 1024 * 1024
+    old, new = build_app_image(OLD, size), build_app_image(NEW, size)  # same seed, new version
+    want = hashlib.md5(new).hexdigest()
+    root = ctx.fresh("delta")
+    device = new_device(root, old_size=size)
+    device.bootloader()  # the fake esp32 learns the running slot from it
+    patches = {}
+    for how in DELTA_COMPRESSIONS:
+        patches[how] = make_patch(old, new, how)
+        (root / ("patch-%s.bin" % how)).write_bytes(patches[how])
+    script = ctx.work / "bench_delta.py"
+    script.write_text(DELTA_SCRIPT)
+    runs = [(how, str(root / ("patch-%s.bin" % how)), memory) for how in DELTA_COMPRESSIONS
+            for memory in (False, True)]
+    times = {(how, memory): [] for how, _, memory in runs}
+    native = None
+    for rep in range(ctx.reps):
+        k = rep % len(runs)
+        cfg = root / "cfg.json"
+        cfg.write_text(json.dumps({"runs": runs[k:] + runs[:k]}))  # each goes first in turn
+        proc = micropython.run([str(script), str(cfg)], path=micropython.micropypath(ctx.compiled()),
+                               env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError("delta script failed:\n" + proc.stdout + proc.stderr)
+        for line in proc.stdout.splitlines():
+            if line.startswith("native "):
+                native = line.split()[1] == "1"
+            if line.startswith("bench "):
+                _, how, memory, us, made, image, md5 = line.split()
+                if int(made) != len(new) or image != want:
+                    raise RuntimeError("delta %s: the slot does not hold the new image" % how)
+                if md5 != hashlib.md5(patches[how]).hexdigest():
+                    raise RuntimeError("delta %s: the patch was not read whole" % how)
+                times[(how, memory == "1")].append(int(us))
+    full = download_throughput(ctx)
+    mbs = lambda us: size / us  # bytes per microsecond = MB/s  # noqa: E731
+    out = []
+    for how in DELTA_COMPRESSIONS:
+        stream, memory = mbs(median(times[(how, False)])), mbs(median(times[(how, True)]))
+        pct = 100.0 * len(patches[how]) / len(new)
+        note = None
+        if how == DELTA_COMPRESSIONS[0]:
+            note = ("median of %d; %d KiB images %s -> %s (same seed), %s decoder; patch from a file "
+                    "through MD5, new image through fota.Slot.write on the fake flash; the full download "
+                    "(throughput.device) makes %.2f MB/s" % (
+                        ctx.reps, size // 1024, OLD, NEW, "viper" if native else "pure Python", full))
+        out += [
+            figure("delta.%s" % how, "delta apply, %s patch" % how, round(stream, 2), "MB/s", note=note,
+                   patch_bytes=len(patches[how]), native=native),
+            figure("delta.%s.memory" % how, "delta apply, %s patch from memory" % how, round(memory, 2), "MB/s"),
+            figure("delta.%s.ratio" % how, "delta apply / full download, %s" % how, round(stream / full, 3), ""),
+            figure("delta.%s.patch" % how, "%s patch size, of the full image" % how, round(pct, 2), "%",
+                   note="%d of %d bytes" % (len(patches[how]), len(new))),
+        ]
+    return out
+
+
+# ---- SOTA ---------------------------------------------------------------------------------------
+
+SOTA_SCRIPT = r"""
+# bench: sota.unpack of a staged bundle into app.new on a LittleFS over the fake vfs partition
+import sys, os, json, time, gc
+with open(sys.argv[1]) as f:
+    cfg = json.load(f)
+buf = bytearray(4096)
+from onenet_ota import sota
+import esp32
+part = esp32.Partition("vfs")
+os.VfsLfs2.mkfs(part)
+os.mount(os.VfsLfs2(part), "/flash")
+os.chdir("/flash")
+
+
+def stage(path):
+    with open(path, "rb") as src:
+        src.seek(0, 2)
+        size = src.tell()
+        src.seek(0)
+        st = sota.Stage(size)
+        at = 0
+        while at < size:
+            n = src.readinto(buf)
+            for i in range(n, len(buf)):
+                buf[i] = 0xFF
+            st.write(at // 4096, buf)
+            at += n
+        st.close()
+
+
+for name, path, version in cfg["runs"]:
+    stage(path)
+    sota.discard(False)  # nothing of an earlier unpack left to remove inside the timing
+    gc.collect()
+    t = time.ticks_us()
+    v = sota.unpack(buf, version)
+    us = time.ticks_diff(time.ticks_us(), t)
+    assert v == version, v
+    print("bench", name, us)
+    sota.discard()
+"""
+
+
+def app_files(total, seed=7):
+    """A few application files of `total` bytes in all: Python source, a compiled module, a
+    CSV table and an incompressible asset (gzip keeps about three quarters of the mix)."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["def", "return", "self", "value", "import", "for", "in", "if", "else", "sensor", "read",
+             "buf", "len", "range", "print", "config", "None", "True", "False", "topic"]
+
+    def text(n, line):
+        out = []
+        size = 0
+        while size < n:
+            s = line()
+            out.append(s)
+            size += len(s)
+        return "".join(out).encode()[:n]
+
+    src = lambda: "    " * rng.randrange(3) + " ".join(rng.choice(words) for _ in range(rng.randrange(3, 9))) + "\n"  # noqa: E731
+    csv = lambda: "%d,%d.%02d,%d,%s\n" % (rng.randrange(10 ** 9), rng.randrange(100), rng.randrange(100),  # noqa: E731
+                                          rng.randrange(4096), rng.choice(words))
+    parts = {"main.py": total // 16, "lib/app.mpy": total // 4, "data/table.csv": total // 4}
+    parts["assets/model.bin"] = total - sum(parts.values())
+    return {
+        "main.py": text(parts["main.py"], src),
+        "lib/app.mpy": bytes(b if rng.random() < 0.6 else 0 for b in rng.randbytes(parts["lib/app.mpy"])),
+        "data/table.csv": text(parts["data/table.csv"], csv),
+        "assets/model.bin": rng.randbytes(parts["assets/model.bin"]),
+    }
+
+
+SOTA_KINDS = (("gzip", "gzip"), ("plain", None))
+
+
+@row("sota")
+def sota_unpack(ctx):
+    """A staged application bundle unpacked by sota.unpack (tar, inflate, SHA-256 of every
+    file, the files written) on LittleFS over the fake flash: MB/s of files written."""
+    import json
+
+    from tools import micropython
+    from tools.device import Device
+    from tools.package_app import build
+
+    total = 256 * 1024 if ctx.quick else 1024 * 1024
+    files = app_files(total)
+    root = ctx.fresh("sota")
+    device = Device(root, flash_mib=16)  # "vfs" of 3.9 MiB: the bundle, app.new and room
+    device.bootloader()
+    bundles = {}
+    runs = []
+    for name, how in SOTA_KINDS:
+        bundles[name] = build(files, NEW, how=how)
+        path = root / ("bundle-%s.tar" % name)
+        path.write_bytes(bundles[name])
+        runs.append((name, str(path), NEW))
+    script = ctx.work / "bench_sota.py"
+    script.write_text(SOTA_SCRIPT)
+    times = {name: [] for name, _ in SOTA_KINDS}
+    for rep in range(ctx.reps):
+        k = rep % len(runs)
+        cfg = root / "cfg.json"
+        cfg.write_text(json.dumps({"runs": runs[k:] + runs[:k]}))
+        proc = micropython.run([str(script), str(cfg)], path=micropython.micropypath(ctx.compiled()),
+                               env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError("sota script failed:\n" + proc.stdout + proc.stderr)
+        for line in proc.stdout.splitlines():
+            if line.startswith("bench "):
+                _, name, us = line.split()
+                times[name].append(int(us))
+    out = []
+    for name, how in SOTA_KINDS:
+        if len(times[name]) != ctx.reps:
+            raise RuntimeError("sota: %d of %d %s runs" % (len(times[name]), ctx.reps, name))
+        us = median(times[name])
+        note = "%d KiB bundle" % (len(bundles[name]) // 1024)
+        if name == SOTA_KINDS[0][0]:
+            note = ("median of %d; %d files, %d KiB in all, unpacked into app.new on LittleFS over the fake "
+                    "flash (staging not timed); %s (4 KiB window)" % (ctx.reps, len(files), total // 1024, note))
+        out.append(figure("sota.%s" % name, "sota unpack, %s bundle" % ("gzip" if how else "plain tar"),
+                          round(total / us, 2), "MB/s", note=note, bundle_bytes=len(bundles[name])))
+    return out

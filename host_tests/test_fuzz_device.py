@@ -4,7 +4,7 @@ test_generated_replies: a scripted raw-socket server in this test answers each r
 the generated reply of its case (the case number is in the request path, so the client's own
 retries get the same reply) and then closes. One micropython process (-X heapsize=64k, the
 firmware as .mpy) runs a batch of cases through the device's code: the OneNET API calls
-(onenet_ota.api: status line, headers, framing, JSON envelope, task data) and the download
+(onenet_ota.api and .check: status line, headers, framing, JSON envelope, task data) and the download
 request (onenet_ota.http: Content-Length / Content-Range / chunked body into a 4 KiB buffer),
 printing one line per case. Every case must end in a value or in one of the flow's own
 exceptions: no MemoryError, no other exception, no hang.
@@ -121,7 +121,7 @@ def server():
 
 DRIVER = r'''
 import gc, sys, json
-from onenet_ota import http, api
+from onenet_ota import http, api, check
 from onenet_ota.auth import Auth
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 with open(sys.argv[3]) as f:
@@ -134,10 +134,10 @@ for i, kind in enumerate(kinds):
     try:
         a = api.Api(c, auth, base, "20001")
         if kind == "check":
-            t = a.check(1, "1.0", 101, 10101, True)
+            t = check.check(a, 1, "1.0", 101, 10101, True)
             r = "task" if t else "none"
         elif kind == "tasking":
-            t = a.tasking(1, True)
+            t = check.tasking(a, 1, True)
             r = "task" if t else "none"
         elif kind == "report":
             a.report("ota_tok", 101)

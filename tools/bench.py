@@ -292,7 +292,7 @@ def median(values):
 THROUGHPUT_SCRIPT = r'''
 # bench: the device's download stage against a raw-socket baseline, same loop into the slot
 import sys, time, socket, hashlib, binascii, gc
-from onenet_ota import fota, http, download, api
+from onenet_ota import fota, http, download, check
 HOST, PORT, TOKEN, SIZE, MD5, FRAGMENT, FIRST = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]
 buf = bytearray(4096)
 slot = fota.Slot()
@@ -349,7 +349,7 @@ def device(fragment=FRAGMENT):
     up.host = "%s:%d" % (HOST, PORT)
     up.client = http.Client(10)
     up.api = StubApi()
-    task = api.Task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0})
+    task = check.task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0}, "fota")
     download._download_stage(up, task, None, slot)
     up.client.close()
 

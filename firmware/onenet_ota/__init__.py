@@ -12,16 +12,22 @@ def run(battery=None, signal=None, progress=None, path="ota_config.json"):
     # The sector buffer first, before imports and JSON fragment the heap: later, 4 KiB in
     # one piece may no longer be found even with far more free in total (TOOLCHAIN.md).
     buf = bytearray(4096)
-    # The download path next, while the heap is still in one piece: its names make the qstr
-    # pool double, a ~3.5 KiB block a fragmented heap cannot give later (measured).
-    import onenet_ota.download  # noqa: F401
+    # The code of the cycle next, while the heap is still in one piece: its names make the
+    # qstr pool double, a block of ~3.5 KiB that a fragmented heap cannot give (measured).
+    from onenet_ota.updater import Updater
+    import onenet_ota.check  # noqa: F401  # dropped again before a download
+
     cfg = load_config(path)
     if cfg.chunk_size != len(buf):
         buf = None  # a configured chunk size: the updater allocates it
     connect(cfg)
-    from onenet_ota.updater import Updater
 
     return Updater(cfg, battery, signal, progress, buf).cycle()
+
+
+def log(*args):
+    """What the client tells the console: one line, "ota: ..." (never the access key)."""
+    print("ota:", *args)
 
 
 def load_config(path="ota_config.json"):
@@ -31,8 +37,15 @@ def load_config(path="ota_config.json"):
     try:
         return config.load(path)
     finally:
-        del sys.modules["onenet_ota.config"]
-        globals().pop("config", None)
+        del config
+        drop("config")
+
+
+def drop(name):
+    """Forget the submodule `name`: once nothing else refers to its functions or classes,
+    the next collection gives its code back to the heap."""
+    sys.modules.pop("onenet_ota." + name, None)
+    globals().pop(name, None)  # the attribute the import set on this package
 
 
 def connect(cfg):

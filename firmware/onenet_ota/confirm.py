@@ -1,9 +1,8 @@
 # After the reboot into a new image: keep it and report 201 if it is the target, else report
 # 204 (the bootloader rolled back). Nothing is marked valid before the platform answered, so
 # an image that cannot reach the platform is rolled back at the next reset.
-from onenet_ota import journal, fota
-from onenet_ota.api import TaskError
-from onenet_ota.updater import FOTA, log
+from onenet_ota import journal, fota, log
+from onenet_ota.check import FOTA, TaskError, tasking
 
 
 def confirm(up, entry):
@@ -11,7 +10,7 @@ def confirm(up, entry):
         return _application(up, entry)
     log("confirming", entry["target"], "- running", up.running)
     try:
-        up.api.tasking(FOTA, up.cfg.cdn)  # proves the new image reaches the platform
+        tasking(up.api, FOTA, up.cfg.cdn)  # proves the new image reaches the platform
     except TaskError:
         pass  # so does an answer with task data that is no use: it is not needed here
     if up.running != entry["target"]:
@@ -30,10 +29,10 @@ def confirm(up, entry):
 def lost_token(up):
     """The running version changed, yet no journal says why: the task in progress, found
     with endpoint 7, tells whether this is its target."""
-    task = up.api.tasking(FOTA, up.cfg.cdn)
-    if task is None or task.target != up.running:
+    task = tasking(up.api, FOTA, up.cfg.cdn)
+    if task is None or task["target"] != up.running:
         return False
-    _keep(up, task.token)
+    _keep(up, task["token"])
     return True
 
 

@@ -6,9 +6,9 @@ import binascii
 import hashlib
 import time
 
-from onenet_ota import journal, fota, http
-from onenet_ota.api import PlatformError, ServerError, TaskError
-from onenet_ota.updater import STOPPED, log
+from onenet_ota import journal, fota, http, drop, log
+from onenet_ota.api import PlatformError, ServerError
+from onenet_ota.updater import STOPPED
 
 _SECTOR = const(4096)
 _DOWNLOADED = const(101)
@@ -35,18 +35,19 @@ class Fail(Exception):
 
 
 def upgrade(up, task, entry):
-    """Returns the report code sent, STOPPED, or SWITCHING. task.kind: "fota" writes the
-    package into the next OTA slot, "sota" stages an application bundle in a file."""
+    """Returns the report code sent, STOPPED, or SWITCHING. task: the dict of check.task();
+    its kind "fota" writes the package into the next OTA slot, "sota" stages an application
+    bundle in a file."""
     app = None
     try:
-        if task.kind == "sota":
+        if task["kind"] == "sota":
             from onenet_ota import sota as app
 
-            if task.delta:
+            if task["delta"]:
                 raise Fail(_UPGRADE_FAILED, "differential application packages are not supported")
-            if not app.space_ok(task.size):
-                raise Fail(_NO_SPACE, "no room for a bundle of %d bytes and its files" % task.size)
-            slot = app.Stage(task.size)
+            if not app.space_ok(task["size"]):
+                raise Fail(_NO_SPACE, "no room for a bundle of %d bytes and its files" % task["size"])
+            slot = app.Stage(task["size"])
         else:
             slot = fota.Slot()
         entry, size = _download_stage(up, task, entry, slot)
@@ -56,9 +57,6 @@ def upgrade(up, task, entry):
             raise Fail(_UPGRADE_NO_MEMORY, "out of memory after the download")
     except Fail as e:
         code = e.code
-        log("failed", code, e)
-    except TaskError as e:
-        code = _DOWNLOAD_FAILED
         log("failed", code, e)
     except MemoryError:
         code = _NO_MEMORY
@@ -72,32 +70,32 @@ def upgrade(up, task, entry):
         app.discard()  # the staged bundle and a half unpacked application
     journal.discard()
     if code != STOPPED:
-        up.report_final(task.token, code)
+        up.report_final(task["token"], code)
     return code
 
 
 def _gate(up, task, battery_code, signal_code):
-    if up.battery and up.battery() <= task.power:
-        raise Fail(battery_code, "battery at or below %d" % task.power)
-    if signal_code and up.signal and up.signal() <= task.signal:
-        raise Fail(signal_code, "signal at or below %d" % task.signal)
+    if up.battery and up.battery() <= task["power"]:
+        raise Fail(battery_code, "battery at or below %d" % task["power"])
+    if signal_code and up.signal and up.signal() <= task["signal"]:
+        raise Fail(signal_code, "signal at or below %d" % task["signal"])
 
 
 def _download_stage(up, task, entry, slot):
-    if task.size > slot.size:
-        raise Fail(_NO_SPACE, "package of %d bytes, slot of %d" % (task.size, slot.size))
+    if task["size"] > slot.size:
+        raise Fail(_NO_SPACE, "package of %d bytes, slot of %d" % (task["size"], slot.size))
     _gate(up, task, _LOW_BATTERY, _POOR_SIGNAL)
     try:
-        up.api.check_token(task.token)
+        up.api.check_token(task["token"])
     except PlatformError as e:
         # 17 for a task already upgrading: the whole package is in the slot and the 101 went
         # out before a power cut; checks and switch are left, and the 101 again answers 21
-        if e.errno != 17 or not entry or entry["written"] != task.size:
+        if e.errno != 17 or not entry or entry["written"] != task["size"]:
             raise
-    if entry is None or task.delta:
+    if entry is None or task["delta"]:
         # a delta restarts from its first byte: the decoder's state is not saved
-        entry = {"kind": task.kind, "phase": journal.DOWNLOAD, "token": task.token, "target": task.target,
-                 "md5": task.md5, "size": task.size, "written": 0, "delta": task.delta}
+        entry = {"kind": task["kind"], "phase": journal.DOWNLOAD, "token": task["token"], "target": task["target"],
+                 "md5": task["md5"], "size": task["size"], "written": 0, "delta": task["delta"]}
         journal.save(entry)
     md5 = hashlib.md5()
     buf = up.buf
@@ -109,10 +107,10 @@ def _download_stage(up, task, entry, slot):
         md5.update(buf if written - at >= chunk else memoryview(buf)[: written - at])
     src = _Source(up, task, entry, md5)
     try:
-        if task.delta:
+        if task["delta"]:
             size = _apply_delta(src, slot, buf)
         else:
-            size = task.size
+            size = task["size"]
             while written < size:
                 n = src.read_into(buf, min(chunk, size - written))
                 if n < chunk:  # the end of the package: the rest of the sector stays erased
@@ -124,7 +122,7 @@ def _download_stage(up, task, entry, slot):
             journal.save(entry)  # all in flash: a cut from here on never downloads again
     finally:
         src.close()
-    if binascii.hexlify(md5.digest()).decode() != task.md5:
+    if binascii.hexlify(md5.digest()).decode() != task["md5"]:
         raise Fail(_MD5_MISMATCH, "package MD5 differs from the task's")
     return entry, size
 
@@ -148,22 +146,28 @@ def _apply_delta(src, slot, buf):
 
 def _upgrade_stage(up, task, entry, slot, size, app):
     if app:
-        log("downloaded", task.size, "bytes, MD5 ok; unpacking the application")
+        log("downloaded", task["size"], "bytes, MD5 ok; unpacking the application")
         slot.close()
         try:
-            app.unpack(up.buf, task.target)
+            app.unpack(up.buf, task["target"])
         except app.SotaError as e:
             raise Fail(e.code, str(e))
         switch = app.swap
     else:
-        log("downloaded", task.size, "bytes, MD5 ok; checking the image")
+        log("downloaded", task["size"], "bytes, MD5 ok; checking the image")
+        from onenet_ota import image
+
         try:
-            slot.verify(size, up.chip, task.target, up.buf)
+            image.verify(slot.partition, size, up.chip, task["target"], up.buf)
         except fota.ImageError as e:
             raise Fail(e.code, str(e))
+        finally:
+            del image
+            drop("image")
+            drop("_xor")
         switch = slot.switch
     try:
-        up.api.report(task.token, _DOWNLOADED)
+        up.api.report(task["token"], _DOWNLOADED)
     except PlatformError as e:
         if e.errno != 21:  # already upgrading: the 101 went out before a power cut
             raise
@@ -190,9 +194,9 @@ class _Source:
         self.resp = None
         self.retries = 0
         step = up.cfg.progress_step
-        self.reported = self.at * 100 // task.size // step * step
-        host = task.ip_port or up.host
-        self.url = "%s://%s/ota/south/download/%s" % (up.scheme, host, task.token)
+        self.reported = self.at * 100 // task["size"] // step * step
+        host = task["ip_port"] or up.host
+        self.url = "%s://%s/ota/south/download/%s" % (up.scheme, host, task["token"])
         # one connection for the API calls and the download when they share a host
         self.client = up.client if host == up.host else http.Client(up.cfg.timeout, cafile=up.cfg.ca_file or None)
 
@@ -203,7 +207,7 @@ class _Source:
     def read_into(self, buf, n):
         """n package bytes into the start of buf; fewer only at the end of the package."""
         got = 0
-        n = min(n, self.task.size - self.at)
+        n = min(n, self.task["size"] - self.at)
         while got < n:
             try:
                 resp = self.resp or self._open(buf, got)
@@ -214,7 +218,7 @@ class _Source:
             except ServerError as e:
                 if e.status < 500:
                     # the download is refused: the token check says why (expired, cancelled)
-                    self.up.api.check_token(self.task.token)
+                    self.up.api.check_token(self.task["token"])
                     raise Fail(_DOWNLOAD_FAILED, str(e))
                 got = self._retry(e)
             except (http.HTTPError, OSError) as e:
@@ -228,11 +232,11 @@ class _Source:
         log("download interrupted at", self.at, error)
         self.resp = None
         self.client.close()
-        if self.retries >= task.retry:
-            if task.retry:
-                raise Fail(_RETRIES_EXHAUSTED, "%d retries exhausted" % task.retry)
+        if self.retries >= task["retry"]:
+            if task["retry"]:
+                raise Fail(_RETRIES_EXHAUSTED, "%d retries exhausted" % task["retry"])
             raise Fail(_TIMED_OUT if isinstance(error, http.Timeout) else _DOWNLOAD_FAILED, str(error))
-        time.sleep(task.interval)
+        time.sleep(task["interval"])
         self.retries += 1
         return 0  # the piece being read starts again
 
@@ -240,9 +244,9 @@ class _Source:
         """The next fragment from self.at + got. Between fragments everything before self.at
         is in flash: the journal records it before the progress report, so a cut during the
         report loses nothing."""
-        up, task, size = self.up, self.task, self.task.size
+        up, task, size = self.up, self.task, self.task["size"]
         at = self.at + got
-        if not task.delta and self.entry["written"] != self.at:
+        if not task["delta"] and self.entry["written"] != self.at:
             self.entry["written"] = self.at
             journal.save(self.entry)
         step = up.cfg.progress_step
@@ -254,7 +258,7 @@ class _Source:
             log("progress", "%d%%" % self.reported)
             if up.progress:
                 up.progress(self.reported)
-            up.api.progress(task.token, self.reported)
+            up.api.progress(task["token"], self.reported)
         end = min(at + up.cfg.fragment_size, size) - 1
         resp = self.client.request("GET", self.url, headers={"Range": "bytes=%d-%d" % (at, end)})
         if resp.status == 200:

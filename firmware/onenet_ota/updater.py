@@ -1,17 +1,16 @@
-# One OTA cycle: confirm a pending upgrade, report the version, check for a task, hand it to
-# the download. The parts a cycle may not need (confirmation, download) are separate modules,
-# imported only when there is work for them: a boot that finds no task never loads them.
+# One OTA cycle: confirm a pending upgrade, report the version, check for a task (check.py),
+# hand it to the download (download.py). The Updater holds what every part shares; the parts
+# are separate modules, imported only when there is work for them (a boot that finds no task
+# never loads the download), and the check leaves the heap before the download comes in.
 #
 # Every failure ends in exactly one report code to the platform (shared/spec, endpoint 6) and
 # leaves the boot selection alone; only a verified image is ever switched to.
 from micropython import const
 
-from onenet_ota import journal, fota, http
-from onenet_ota.api import Api, PlatformError, TaskError
+from onenet_ota import journal, fota, http, drop, log
+from onenet_ota.api import Api, PlatformError
+from onenet_ota.auth import Auth
 
-FOTA = const(1)
-SOTA = const(2)
-_KINDS = {FOTA: "fota", SOTA: "sota"}
 APP_MANIFEST = "app/manifest.json"
 STATE_PATH = "ota_state.json"  # the dev_id once looked up, the version last reported
 
@@ -25,10 +24,6 @@ SWITCHING = const(1)  # a verified image boots next; the device resets unless re
 _OVER = (12, 20, 21, 22)
 
 
-def log(*args):
-    print("ota:", *args)
-
-
 class Updater:
     """battery() and signal() return the levels the task's `power` and `signal` thresholds
     are compared with; progress(percent) sees the download advance. All are optional."""
@@ -40,8 +35,6 @@ class Updater:
         self.battery = battery
         self.signal = signal
         self.progress = progress
-        from onenet_ota.auth import Auth
-
         self.client = http.Client(timeout=cfg.timeout, cafile=cfg.ca_file or None)
         self.scheme = "https" if cfg.https else "http"
         self.host = "%s:%d" % (cfg.host, cfg.port)
@@ -58,57 +51,22 @@ class Updater:
     def cycle(self):
         """One cycle. Returns NO_TASK, the report code sent, STOPPED, or SWITCHING."""
         try:
-            self._identify()
-            entry = journal.load()
-            if entry and entry["phase"] != journal.DOWNLOAD:
-                from onenet_ota.confirm import confirm
+            from onenet_ota import check
 
-                return confirm(self, entry)
-            reported = self.state.get("reported")
-            if reported != self.versions():
-                # not the first boot and the firmware changed: was it an upgrade?
-                if reported and reported.split("/")[0] != self.running:
-                    from onenet_ota.confirm import lost_token
+            job = check.plan(self)
+            # the check code leaves the heap before the download needs it
+            del check
+            drop("check")
+            if type(job) is not tuple:
+                return job
+            from onenet_ota.download import upgrade
 
-                    if lost_token(self):
-                        return 201
-                self.report_version()
-            # firmware first: an application is built for the firmware it runs on
-            for kind, version in ((FOTA, self.running), (SOTA, self.app or "0")):
-                try:
-                    task = self.api.check(kind, version, self.cfg.manuf, self.cfg.model, self.cfg.cdn)
-                except TaskError as e:
-                    if not e.token:
-                        raise  # no token to report against: the cycle ends with the reason
-                    # a task that cannot be acted on would be offered again and again: fail it
-                    log("failed", 107, e)
-                    journal.discard()
-                    self.report_final(e.token, 107)
-                    return 107
-                if entry and entry["kind"] == _KINDS[kind] and not (
-                        task and entry["token"] == task.token and entry["md5"] == task.md5
-                        and entry["size"] == task.size):
-                    journal.discard()  # the journal's task is gone
-                    entry = None
-                if task:
-                    from onenet_ota.download import upgrade
-
-                    task.kind = _KINDS[kind]
-                    return upgrade(self, task, entry if entry and entry["kind"] == task.kind else None)
-            return NO_TASK
+            return upgrade(self, *job)
         finally:
             self.client.close()
 
     def versions(self):
         return "%s/%s" % (self.running, self.app or "")
-
-    def _identify(self):
-        if not self.api.dev_id:
-            dev_id = self.state.get("dev_id")
-            if not dev_id:
-                dev_id = self.api.device_id(self.cfg.product_id, self.cfg.unique_id)
-                self.remember("dev_id", dev_id)
-            self.api.dev_id = dev_id
 
     def remember(self, name, value):
         self.state[name] = value
@@ -132,13 +90,14 @@ class Updater:
         """Boot the slot (the firmware) or the swapped-in application next. The journal says
         VERIFIED before and SWITCHED after: a cut between the two is finished at the next
         boot, a rollback after SWITCHED is reported. do: fota.Slot.switch or sota.swap."""
+        reset = None
+        if self.cfg.reboot:
+            from machine import reset  # before the switch: once switched, nothing may fail
         do()
         entry["phase"] = journal.SWITCHED
         journal.save(entry)
         log("switching to", entry["target"])
-        if self.cfg.reboot:
-            import machine
-
+        if reset:
             self.client.close()
-            machine.reset()
+            reset()
         return SWITCHING

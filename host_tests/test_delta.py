@@ -45,6 +45,7 @@ buf = bytearray(SECTOR)
 import onenet_ota  # the package's own import is not delta's
 if cfg.get("dev"):
     from onenet_ota import fota
+    from onenet_ota.image import verify
 gc.collect()
 before = gc.mem_alloc()
 from onenet_ota import delta
@@ -125,7 +126,7 @@ def apply(patch_path):
     if out:
         out.close()
     if slot:
-        slot.verify(p.size, 0, cfg["version"], buf)
+        verify(slot.partition, p.size, 0, cfg["version"], buf)
     print("growth", b - a - tail_cost)
     print("ms", time.ticks_diff(time.ticks_ms(), t), "size", p.size)
     return "ok %d %s %s" % (p.size, binascii.hexlify(image.digest()).decode(),

@@ -1,5 +1,5 @@
 # The ESP image checksum is an XOR over every byte of segment data, ~1.5 MB for a full image:
-# native code makes that a few milliseconds instead of seconds. fota.py falls back to a plain
+# native code makes that a few milliseconds instead of seconds. image.py falls back to a plain
 # loop where the port has no native emitter.
 import micropython
 

@@ -1,0 +1,79 @@
+# The image check before the boot switch, as ESP-IDF's bootloader does it (esp_image_format):
+# the header, the segment table, the XOR checksum of the segment data and the appended
+# SHA-256, plus the chip and the version the task promised. Imported for one check and
+# dropped again: a download never has it in the heap.
+from micropython import const
+import hashlib
+import struct
+
+from onenet_ota.fota import ImageError, BROKEN_IMAGE, WRONG_BUILD, SECTOR, describe
+
+_HEADER_LEN = const(24)
+_SEGMENT_HEADER_LEN = const(8)
+_MAX_SEGMENTS = const(16)  # ESP-IDF refuses more
+_CHECKSUM_SEED = const(0xEF)
+_DIGEST_LEN = const(32)
+
+try:
+    from onenet_ota._xor import xor_range
+except (ImportError, SyntaxError, ValueError):  # no native emitter, or .mpy for another arch
+
+    def xor_range(buf, start, end, acc):
+        for i in range(start, end):
+            acc ^= buf[i]
+        return acc
+
+
+def verify(part, size, chip, version, buf):
+    """Check the image in the first `size` bytes of partition `part` the way the bootloader
+    will, plus the chip and version the task promised; ImageError if it fails. buf: one
+    sector of scratch."""
+    part.readblocks(0, buf)
+    got_chip, got_version = describe(buf)
+    if got_chip != chip:
+        raise ImageError(WRONG_BUILD, "image is for chip %d, this is chip %d" % (got_chip, chip))
+    if got_version != version:
+        raise ImageError(WRONG_BUILD, "image is version %r, the task promised %r" % (got_version, version))
+    count, hashed = buf[1], buf[23] == 1
+    if not 0 < count <= _MAX_SEGMENTS:
+        raise ImageError(BROKEN_IMAGE, "image has %d segments" % count)
+
+    # Segment headers first (tiny offset reads), so the data pass below knows its ranges.
+    spans = []
+    head = bytearray(_SEGMENT_HEADER_LEN)
+    pos = _HEADER_LEN
+    for _ in range(count):
+        if pos + _SEGMENT_HEADER_LEN > size:
+            raise ImageError(BROKEN_IMAGE, "segment header beyond the package")
+        part.readblocks(pos // SECTOR, head, pos % SECTOR)
+        length = struct.unpack_from("<I", head, 4)[0]
+        pos += _SEGMENT_HEADER_LEN
+        if pos + length > size:
+            raise ImageError(BROKEN_IMAGE, "segment of %d bytes overruns the package" % length)
+        spans.append((pos, pos + length))
+        pos += length
+    checksum_at = pos | 15  # padded so the checksum ends a 16-byte block
+    end = checksum_at + 1
+    if end + (_DIGEST_LEN if hashed else 0) > size:
+        raise ImageError(BROKEN_IMAGE, "image truncated")
+
+    # One pass over the sectors: SHA-256 of everything before the digest, XOR of segment data.
+    sha = hashlib.sha256()
+    acc = _CHECKSUM_SEED
+    view = memoryview(buf)
+    base = 0
+    for sector in range((end + SECTOR - 1) // SECTOR):
+        part.readblocks(sector, buf)
+        base = sector * SECTOR
+        top = base + SECTOR
+        for start, stop in spans:
+            if start < top and stop > base:
+                acc = xor_range(buf, max(start, base) - base, min(stop, top) - base, acc)
+        sha.update(buf if top <= end else view[: end - base])
+    if acc != buf[(checksum_at - base)]:
+        raise ImageError(BROKEN_IMAGE, "segment checksum mismatch")
+    if hashed:
+        digest = bytearray(_DIGEST_LEN)
+        part.readblocks(end // SECTOR, digest, end % SECTOR)
+        if sha.digest() != digest:
+            raise ImageError(BROKEN_IMAGE, "appended SHA-256 mismatch")

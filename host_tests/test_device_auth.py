@@ -161,10 +161,10 @@ BAD_DATES = [
 
 def test_parse_date_matches_cpython():
     out, _ = run_device(
-        "from onenet_ota import auth\n"
-        "for d in CASES[0]:\n    print(auth.parse_date(d))\n"
+        "from onenet_ota import clock\n"
+        "for d in CASES[0]:\n    print(clock.parse_date(d))\n"
         "for d in CASES[1]:\n"
-        "    try:\n        print('accepted', d, auth.parse_date(d))\n"
+        "    try:\n        print('accepted', d, clock.parse_date(d))\n"
         "    except ValueError:\n        print('ValueError')\n", [DATES, BAD_DATES])
     expected = [str(calendar.timegm(email.utils.parsedate_tz(d)[:9])) for d in DATES]
     assert out[:len(DATES)] == expected

@@ -5,7 +5,7 @@
 #
 # MicroPython has hashlib but no hmac, so HMAC is done here over hashlib. The device clock
 # may be wrong (no NTP yet, or a port counting from 2000): Auth.sync() corrects it from the
-# server's HTTP Date header. The access key is kept only as raw bytes in a private
+# server's HTTP Date header (parsed by clock.py, imported for that and dropped again). The access key is kept only as raw bytes in a private
 # attribute and never printed.
 import binascii
 import hashlib
@@ -18,8 +18,6 @@ _BLOCK = const(64)  # HMAC block size of md5, sha1 and sha256
 _SKEW = const(10)  # a clock correction larger than this renews the header at once
 # Older ports count time.time() from 2000-01-01; the header needs Unix seconds.
 _SHIFT = 946684800 if time.gmtime(0)[0] == 2000 else 0
-_MONTHS = "JanFebMarAprMayJunJulAugSepOctNovDec"
-_MDAYS = b"\x1f\x1c\x1f\x1e\x1f\x1e\x1f\x1f\x1e\x1f\x1e\x1f"
 
 
 def hmac(method, key, msg):
@@ -58,45 +56,6 @@ def _unix():
     return int(time.time()) + _SHIFT
 
 
-def _digits(s, n):
-    if len(s) != n or not s.isdigit():
-        raise ValueError("bad date")
-    return int(s)
-
-
-def parse_date(s):
-    """Unix seconds of an RFC 7231 IMF-fixdate ("Sun, 06 Nov 1994 08:49:37 GMT").
-
-    Own civil-date arithmetic: time.mktime's epoch differs between ports.
-    Anything else raises ValueError.
-    """
-    if isinstance(s, (bytes, bytearray)):
-        s = bytes(s).decode()
-    p = s.split()
-    if len(p) != 6 or len(p[0]) != 4 or p[0][3] != "," or p[5] != "GMT" or len(p[2]) != 3:
-        raise ValueError("bad date")
-    m = _MONTHS.find(p[2])
-    if m < 0 or m % 3:
-        raise ValueError("bad date")
-    m = m // 3 + 1
-    y = _digits(p[3], 4)
-    d = _digits(p[1], 2)
-    hms = p[4].split(":")
-    if len(hms) != 3:
-        raise ValueError("bad date")
-    hh, mi, ss = _digits(hms[0], 2), _digits(hms[1], 2), _digits(hms[2], 2)
-    leap = m == 2 and y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    if not 1 <= d <= _MDAYS[m - 1] + leap or hh > 23 or mi > 59 or ss > 60:
-        raise ValueError("bad date")
-    # days since 1970-01-01 in the proleptic Gregorian calendar (H. Hinnant's days_from_civil)
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
-    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
-    return days * 86400 + hh * 3600 + mi * 60 + ss
-
-
 class Auth:
     """The Authorization header for one product (or device) key, cached until near expiry.
 
@@ -114,6 +73,7 @@ class Auth:
         self.lifetime = lifetime
         self.margin = margin
         self.offset = 0  # server clock minus device clock, seconds
+        self.synced = False  # offset taken from a server's Date
         self.et = 0  # expiry of the cached header
         self._key = binascii.a2b_base64(access_key)
         self._hdr = None
@@ -138,11 +98,17 @@ class Auth:
         """Correct the clock from an HTTP Date header value; False if it was absent or bad."""
         if not date:
             return False
+        from onenet_ota import clock, drop
+
         try:
-            offset = parse_date(date) - _unix()
+            offset = clock.parse_date(date) - _unix()
         except ValueError:
             return False
+        finally:
+            del clock
+            drop("clock")
         if abs(offset - self.offset) > _SKEW:
             self.renew()
         self.offset = offset
+        self.synced = True
         return True

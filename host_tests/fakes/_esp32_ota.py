@@ -201,15 +201,6 @@ def set_boot(part):
     _at("set_boot", "after")
 
 
-def next_update(i):
-    # esp_ota_get_next_update_partition(): the OTA slot after table entry i, else the first
-    slots = _slots()
-    if not slots:
-        raise OSError(_ENOENT)
-    k = slots.index(i) + 1 if i in slots else 0
-    return 0x100 + slots[k % len(slots)]
-
-
 def mark_app_valid():
     # esp_ota_mark_app_valid_cancel_rollback(): the active entry becomes VALID, rewritten in
     # place: a cut after the erase loses it, and the bootloader takes the other entry

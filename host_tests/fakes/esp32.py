@@ -226,7 +226,16 @@ class Partition:
         _cold("set_boot", self)
 
     def get_next_update(self):
-        return Partition(_cold("next_update", self._i))
+        # esp_ota_get_next_update_partition(): the OTA slot after this one, else the first.
+        # Here, not in the cold half: the firmware asks at the start of every download.
+        n = 0
+        while _find(0, 0x10 + n, None):
+            n += 1
+        if not n:
+            raise OSError(_ENOENT)
+        sub = _table[self._i * 32 + 3] - 0x10
+        i = _find(0, 0x10 + ((sub + 1) % n if 0 <= sub < n and not _table[self._i * 32 + 2] else 0), None)
+        return Partition(0x100 + i[0])
 
     @classmethod
     def mark_app_valid_cancel_rollback(cls):

@@ -21,11 +21,14 @@ def mpy_cross() -> str:
 def compile_module(src: Path, out_dir: Path, arch: str = "x64") -> Path:
     """One module to out_dir/<name>.mpy. x64 for the unix port, xtensawin for an ESP32
     (native code needs an arch, and the two do not load on each other). The name embedded
-    for tracebacks is the path on the board (onenet_ota/x.py), not this machine's: every
-    character of it is heap on the device."""
+    for tracebacks is the module's own (onenet_ota.http): the device has that string already
+    (sys.modules), where a path would be one more string in its heap for each module."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / (src.stem + ".mpy")
-    shown = "%s/%s" % (src.parent.name, src.name) if src.parent.name == "onenet_ota" else src.name
+    if src.parent.name == "onenet_ota":
+        shown = "onenet_ota" if src.stem == "__init__" else "onenet_ota." + src.stem
+    else:
+        shown = src.stem
     subprocess.run([mpy_cross(), "-march=" + arch, "-s", shown, "-o", str(dest), str(src)], check=True)
     return dest
 

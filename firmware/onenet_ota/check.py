@@ -1,7 +1,7 @@
 # The front half of a cycle: who the device is, what it runs, whether a task waits for it.
-# Updater.cycle() drops this module before a download starts, so nothing here may outlive
-# plan(): a task leaves as a plain dict (an object of a class from here would keep the whole
-# module in the heap through its methods).
+# Updater.cycle() drops this module before a download or a confirmation, so nothing here may
+# outlive plan(): a task leaves as a plain dict (an object of a class from here would keep the
+# whole module in the heap through its methods).
 from micropython import const
 
 from onenet_ota import journal, log
@@ -109,8 +109,9 @@ def device_id(api, product_id, unique_id):
 
 
 def plan(up):
-    """What this cycle does: the result of confirming a pending upgrade, of failing a task
-    that cannot be trusted, or of finding none; or (task, journal entry or None) to download."""
+    """What this cycle does: the result of failing a task that cannot be trusted or of
+    finding none; (task, journal entry or None) to download; (None, entry) to confirm the
+    upgrade the journal records (confirm.py, after this module left the heap)."""
     api, cfg = up.api, up.cfg
     if not api.dev_id:
         dev_id = up.state.get("dev_id")
@@ -120,9 +121,7 @@ def plan(up):
         api.dev_id = dev_id
     entry = journal.load()
     if entry and entry["phase"] != journal.DOWNLOAD:
-        from onenet_ota.confirm import confirm
-
-        return confirm(up, entry)
+        return None, entry
     reported = up.state.get("reported")
     if reported != up.versions():
         # not the first boot and the firmware changed: was it an upgrade?

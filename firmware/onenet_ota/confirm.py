@@ -1,18 +1,22 @@
 # After the reboot into a new image: keep it and report 201 if it is the target, else report
 # 204 (the bootloader rolled back). Nothing is marked valid before the platform answered, so
 # an image that cannot reach the platform is rolled back at the next reset.
-from onenet_ota import journal, fota, log
-from onenet_ota.check import FOTA, TaskError, tasking
+from onenet_ota import journal, fota, log, drop
 
 
 def confirm(up, entry):
     if entry["kind"] == "sota":
         return _application(up, entry)
     log("confirming", entry["target"], "- running", up.running)
+    from onenet_ota import check
+
     try:
-        tasking(up.api, FOTA, up.cfg.cdn)  # proves the new image reaches the platform
-    except TaskError:
+        check.tasking(up.api, check.FOTA, up.cfg.cdn)  # proves the new image reaches the platform
+    except check.TaskError:
         pass  # so does an answer with task data that is no use: it is not needed here
+    finally:
+        del check
+        drop("check")  # its code leaves the heap before the image is marked valid
     if up.running != entry["target"]:
         if entry["phase"] == journal.VERIFIED:
             # the power went between the 101 report and the boot switch: finish the switch
@@ -29,6 +33,8 @@ def confirm(up, entry):
 def lost_token(up):
     """The running version changed, yet no journal says why: the task in progress, found
     with endpoint 7, tells whether this is its target."""
+    from onenet_ota.check import FOTA, tasking
+
     task = tasking(up.api, FOTA, up.cfg.cdn)
     if task is None or task["target"] != up.running:
         return False

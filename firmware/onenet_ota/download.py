@@ -35,9 +35,10 @@ class Fail(Exception):
 
 
 def upgrade(up, task, entry):
-    """Returns the report code sent, STOPPED, or SWITCHING. task: the dict of check.task();
-    its kind "fota" writes the package into the next OTA slot, "sota" stages an application
-    bundle in a file."""
+    """Returns the report code sent, STOPPED, or (switch, journal entry) for a package that
+    passed every check and was reported (101): Updater.switch() does the rest. task: the dict
+    of check.task(); its kind "fota" writes the package into the next OTA slot, "sota" stages
+    an application bundle in a file."""
     app = None
     try:
         if task["kind"] == "sota":
@@ -175,7 +176,7 @@ def _upgrade_stage(up, task, entry, slot, size, app):
     _gate(up, task, _UPGRADE_LOW_BATTERY, None)
     entry["phase"] = journal.VERIFIED
     journal.save(entry)
-    return up.switch(switch, entry)
+    return switch, entry
 
 
 class _Source:

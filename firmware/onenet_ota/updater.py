@@ -59,9 +59,19 @@ class Updater:
             drop("check")
             if type(job) is not tuple:
                 return job
+            task, entry = job
+            if task is None:
+                from onenet_ota.confirm import confirm
+
+                return confirm(self, entry)
             from onenet_ota.download import upgrade
 
-            return upgrade(self, *job)
+            job = upgrade(self, task, entry)
+            del upgrade
+            if type(job) is not tuple:
+                return job
+            drop("download")  # the switch needs none of it
+            return self.switch(*job)
         finally:
             self.client.close()
 

@@ -1,8 +1,28 @@
-"""Memory of the firmware flow: the download loop allocates nothing, the whole cycle runs as
-.mpy in a bounded heap, and the heap it needs does not grow with the package."""
+"""Memory of the firmware flow: the download loop allocates nothing, a whole cycle runs as
+.mpy in a bounded heap, and the heap it needs does not grow with the package.
+
+The .mpy files sit in the device's lib/ as `python -m tools deploy` puts them on a board (a
+module's path is a string in the heap). The budgets are this 64-bit host's: every object
+with pointers is twice its size on an ESP32. They include what the Python stand-ins of the
+board's C modules take (fake esp32 and machine, the boot runner): test_fakes_heap_is_measured
+prints it, README "Memory and speed" has the figures.
+"""
+import shutil
+
 import pytest
 
-from tools import firmware
+from conftest import DEV_ID, OLD_VERSION
+from tools import firmware, micropython
+from tools.device import Device
+from tools.esp_image import build_app_image
+from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatform
+from tools.package_delta import make_patch
+
+# The smallest heaps measured (x64, 256-byte steps) are 70.4-70.9 KB for a full cycle of a 64 KiB,
+# 1 MiB or 4 MiB package and 75.8 KB for a 1 MiB zlib delta (README); the budgets keep ~3 KB for
+# changes that move fragmentation around. The issue's aim, 48 KiB, is not reached: README.
+HEAP_BUDGET = "74k"
+DELTA_HEAP_BUDGET = "79k"
 
 WATCH = '''
 import gc
@@ -40,26 +60,84 @@ def test_download_loop_allocates_nothing(board, platform):
     assert len(inner) > 30 and set(inner) == {0}, steps
 
 
+class Cycles:
+    """Full cycles (download boot + confirming boot) on fresh devices that run firmware/ and
+    the fakes as .mpy from lib/, each against a fresh mock platform."""
+
+    def __init__(self, root, compiled):
+        self.root = root
+        self.compiled = compiled
+        self.runs = 0
+
+    def completes(self, heapsize, package, *, delta=False, flash_mib=4):
+        """(True if the task completed with 201, the output of both boots)."""
+        self.runs += 1
+        old = build_app_image(OLD_VERSION, 64 * 1024)
+        device = Device(self.root / ("run%d" % self.runs), image=old, flash_mib=flash_mib)
+        shutil.copytree(self.compiled, device.fs / "lib")
+        with MockPlatform(product_id=DEFAULT_PRODUCT_ID, access_key=DEFAULT_ACCESS_KEY) as mock:
+            mock.add_device(DEV_ID, f_version=OLD_VERSION)
+            firmware.install(device.fs, {"host": mock.host, "port": mock.port, "product_id": mock.product_id,
+                                         "access_key": mock.access_key, "device_id": DEV_ID})
+            if delta:
+                package = make_patch(device.slot_image("ota_0")[:len(package)], package, "zlib")
+            task = mock.add_task(DEV_ID, package, "1.1", package_type=2 if delta else 1, interval=0)
+            out = ""
+            for _ in range(2):
+                out += device.boot(heapsize=heapsize, extra_path=["lib"]).output
+            assert device.corruptions() == []
+            return task.state == "completed" and "ota: result 201" in out, out
+
+    def floor(self, package, lo=32 * 1024, hi=128 * 1024, step=256, **kw):
+        """The smallest heapsize (to `step` bytes) in which the cycle completes."""
+        assert self.completes(hi, package, **kw)[0]
+        while hi - lo > step:
+            mid = (lo + hi) // 2 // step * step
+            if self.completes(mid, package, **kw)[0]:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+
 @pytest.fixture
-def mpy_board(board, compiled):
-    """The board running firmware/ and the fakes as .mpy, as a board gets them."""
-    board.extra_path = [compiled]
-    return board
+def cycles(tmp_path, compiled):
+    return Cycles(tmp_path, compiled)
 
 
-def cycle_completes(board, heapsize):
-    first = board.boot(heapsize=heapsize, extra_path=board.extra_path)
-    second = board.boot(heapsize=heapsize, extra_path=board.extra_path)
-    return "ota: result 201" in second.output, first.output + second.output
-
-
-# The floor measured by `python -m tools bench` is below this; the issue's aim (48 KiB on
-# this 64-bit host) is not reached yet: see README, Memory and speed.
-HEAP_BUDGET = "88k"
-
-
-def test_full_cycle_as_mpy_fits_the_budget(mpy_board, platform):
-    task = mpy_board.add_task(mpy_board.image("1.1", 1024 * 1024), target="1.1")
-    ok, out = cycle_completes(mpy_board, HEAP_BUDGET)
+def test_full_cycle_as_mpy_fits_the_budget(cycles):
+    ok, out = cycles.completes(HEAP_BUDGET, build_app_image("1.1", 1024 * 1024))
     assert ok, out
-    assert task.state == "completed"
+
+
+def test_delta_cycle_as_mpy_fits_the_budget(cycles):
+    ok, out = cycles.completes(DELTA_HEAP_BUDGET, build_app_image("1.1", 1024 * 1024), delta=True)
+    assert ok, out
+
+
+def test_heap_needed_is_the_same_for_64_kib_and_4_mib(cycles):
+    """The smallest heap a 64 KiB package needs is within 1 KiB of what a 4 MiB one needs
+    (on a 16 MiB flash with 6 MiB slots): the 4 MiB cycle completes 1 KiB above the small
+    one's floor and fails 1 KiB below it."""
+    small = cycles.floor(build_app_image("1.1", 64 * 1024))
+    big = build_app_image("1.1", 4 * 1024 * 1024)
+    ok, out = cycles.completes(small + 1024, big, flash_mib=16)
+    assert ok, "4 MiB package, heap %d (64 KiB floor + 1 KiB):\n%s" % (small + 1024, out)
+    assert not cycles.completes(small - 1024, big, flash_mib=16)[0]
+
+
+def test_fakes_heap_is_measured(tmp_path, compiled):
+    """What the stand-ins of the board's C modules take in the heap, printed for the record
+    (README): the boot runner _board and the fake esp32 (both halves) and machine."""
+    device = Device(tmp_path / "dev", image=build_app_image(OLD_VERSION, 64 * 1024))
+    shutil.copytree(compiled, device.fs / "lib")
+    (device.fs / "boot.py").write_text("")
+    (device.fs / "main.py").write_text(
+        "import gc\ngc.collect()\na = gc.mem_alloc()\nimport esp32, _esp32_ota, machine\n"
+        "gc.collect()\nprint('heap', a, gc.mem_alloc() - a)\n")
+    out = device.boot(heapsize="100k", extra_path=["lib"]).output
+    bare = micropython.run(["-c", "import gc\ngc.collect()\nprint(gc.mem_alloc())"], heapsize="100k")
+    runner, fakes = (int(v) for v in out.split("heap ", 1)[1].split()[:2])
+    runner -= int(bare.stdout)
+    print("fakes: runner %d B, esp32 + _esp32_ota + machine %d B" % (runner, fakes))
+    assert 0 < runner < 4096 and 4096 < fakes < 32768

@@ -13,8 +13,9 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               confirm: 201) completes, found by bisection, for 64 KiB, 1 MiB and 4 MiB
               packages (4 MiB on a 16 MiB flash with 6 MiB slots); the live heap sampled
               with gc.collect(); gc.mem_alloc() at each progress callback in that small heap;
-              the heap cost of importing the package. Targets: complete at 48 KiB (aim 32 KiB);
-              peak heap flat in the package size.
+              the heap cost of importing the package; the same floor for a 1 MiB image
+              as a zlib delta. Targets: complete at 48 KiB (aim 32 KiB); peak heap flat in
+              the package size.
   download    per download: TCP connections, token checks, bytes downloaded again after a
               dropped connection, erases per sector (targets 1, 1, <= 4096, exactly 1).
   delta       the device's delta decoder (onenet_ota.delta.Patch) making a 1 MiB image from
@@ -250,17 +251,26 @@ def slot_sectors(device, label, size):
     return [counts.get(first + i, 0) for i in range(-(-size // SECTOR))]
 
 
-def full_cycle(ctx, package, heapsize=None, flash_mib=4, main=None, faults=(), config=None):
+def full_cycle(ctx, package, heapsize=None, flash_mib=4, main=None, faults=(), config=None, delta=False):
     """One upgrade on a fresh device and platform: boot (download, switch, reset), boot
-    (confirm). Returns a dict: ok, the two outputs, the platform's view, the device."""
+    (confirm). The .mpy files go to the device's lib/, as on a board. delta: the task is a
+    zlib delta from the running image to `package`. Returns a dict: ok, the two outputs, the
+    platform's view, the device."""
+    import shutil
+
     from tools.device import RESET_EXIT
 
-    mpy = ctx.compiled()
     root = ctx.fresh("cycle")
     device = new_device(root, flash_mib)
+    shutil.copytree(ctx.compiled(), device.fs / "lib")
+    mpy = "lib"
     platform = new_platform()
     try:
-        task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
+        if delta:
+            from tools.package_delta import make_patch
+
+            package = make_patch(device.slot_image("ota_0")[:len(package)], package, "zlib")
+        task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0, package_type=2 if delta else 1)
         install(device, platform, **(config or {}))
         if main:
             (device.fs / "main.py").write_text(main)
@@ -456,14 +466,14 @@ print("bench import", b - a, c - b, d - c, e - c)
 '''
 
 
-def heap_floor(ctx, package, flash_mib):
+def heap_floor(ctx, package, flash_mib, delta=False):
     """The smallest heapsize (bytes) at which full_cycle completes, to ctx's resolution."""
     step = 1024 if ctx.quick else 256
     hi = 32 * 1024
     trials = []
 
     def ok(heap):
-        run = full_cycle(ctx, package, heapsize=heap, flash_mib=flash_mib)
+        run = full_cycle(ctx, package, heapsize=heap, flash_mib=flash_mib, delta=delta)
         good = run["ok"]
         if not good:
             failed[heap] = where_it_failed(run)
@@ -496,9 +506,11 @@ def where_it_failed(run):
         if result is None:
             continue
         lines = result.output.strip().splitlines()
-        if result.returncode not in (0, 99) or "Traceback" in result.output or name == "second":
+        if result.returncode not in (0, 99) or "Traceback" in result.output or "ota: failed" in result.output \
+                or name == "second":
             frames = [ln.strip() for ln in lines if ln.strip().startswith("File ")]
-            last = lines[-1] if lines else "exit %s" % result.returncode
+            said = [ln for ln in lines if ln.startswith("ota: failed")]  # a report code, no traceback
+            last = said[-1] if said and not frames else lines[-1] if lines else "exit %s" % result.returncode
             return "%s boot: %s%s" % ("download" if name == "first" else "confirm",
                                      frames[-1] + ": " if frames else "", last)
     return "?"
@@ -564,6 +576,12 @@ def heap(ctx):
         growth = floors[-1] - floors[0]
         out.append(figure("heap.floor.growth", "floor growth from the smallest to the largest package",
                           growth, "B", "~0 (flat)", growth <= 1024))
+    # a delta: the image made from the running one while the zlib patch streams in
+    package = build_app_image(NEW, SIZES[0][0] if ctx.quick else SIZES[1][0])
+    floor, trials, failure = heap_floor(ctx, package, 4, delta=True)
+    out.append(figure("heap.floor.delta", "smallest heapsize for a full cycle, %d KiB image as a zlib delta"
+                      % (len(package) // 1024), floor, "B", "<= 49152", floor <= 48 * 1024,
+                      note="%d trials; %d B short: %s" % (len(trials), 1024 if ctx.quick else 256, failure)))
     return out
 
 

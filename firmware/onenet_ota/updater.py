@@ -49,12 +49,13 @@ class Updater:
         self.app = (journal.read_json(APP_MANIFEST) or {}).get("version")
 
     def cycle(self):
-        """One cycle. Returns NO_TASK, the report code sent, STOPPED, or SWITCHING."""
+        """One cycle. Returns NO_TASK, the report code sent, STOPPED, or SWITCHING.
+        Phases: check.py decides, then confirm.py or download.py does it, then the switch;
+        each phase's module leaves the heap before the next one comes in."""
         try:
             from onenet_ota import check
 
             job = check.plan(self)
-            # the check code leaves the heap before the download needs it
             del check
             drop("check")
             if type(job) is not tuple:

@@ -101,14 +101,14 @@ class Updater:
         """Boot the slot (the firmware) or the swapped-in application next. The journal says
         VERIFIED before and SWITCHED after: a cut between the two is finished at the next
         boot, a rollback after SWITCHED is reported. do: fota.Slot.switch or sota.swap."""
-        reset = None
-        if self.cfg.reboot:
-            from machine import reset  # before the switch: once switched, nothing may fail
+        self.client.close()  # nothing more to ask before the reset; its socket goes first
         do()
         entry["phase"] = journal.SWITCHED
         journal.save(entry)
         log("switching to", entry["target"])
-        if reset:
-            self.client.close()
+        if self.cfg.reboot:
+            # only now: the switch is the peak of the heap (ESP-IDF validates the image)
+            from machine import reset
+
             reset()
         return SWITCHING

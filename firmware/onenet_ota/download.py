@@ -98,15 +98,10 @@ def _download_stage(up, task, entry, slot):
         entry = {"kind": task["kind"], "phase": journal.DOWNLOAD, "token": task["token"], "target": task["target"],
                  "md5": task["md5"], "size": task["size"], "written": 0, "delta": task["delta"]}
         journal.save(entry)
-    md5 = hashlib.md5()
     buf = up.buf
     chunk = len(buf)
     written = entry["written"]
-    # MD5 state cannot be saved: after a reboot, hash again what is already in flash
-    for at in range(0, written, chunk):
-        slot.read(at // _SECTOR, buf)
-        md5.update(buf if written - at >= chunk else memoryview(buf)[: written - at])
-    src = _Source(up, task, entry, md5)
+    src = _Source(up, task, entry, _rehash(slot, buf, written))
     try:
         if task["delta"]:
             size = _apply_delta(src, slot, buf)
@@ -123,9 +118,20 @@ def _download_stage(up, task, entry, slot):
             journal.save(entry)  # all in flash: a cut from here on never downloads again
     finally:
         src.close()
-    if binascii.hexlify(md5.digest()).decode() != task["md5"]:
+    if binascii.hexlify(src.md5.digest()).decode() != task["md5"]:
         raise Fail(_MD5_MISMATCH, "package MD5 differs from the task's")
     return entry, size
+
+
+def _rehash(slot, buf, written):
+    """MD5 of the first `written` bytes in the slot: the hash's state cannot be saved, so after
+    a reboot what is already in flash is hashed again."""
+    md5 = hashlib.md5()
+    chunk = len(buf)
+    for at in range(0, written, chunk):
+        slot.read(at // _SECTOR, buf)
+        md5.update(buf if written - at >= chunk else memoryview(buf)[: written - at])
+    return md5
 
 
 def _apply_delta(src, slot, buf):
@@ -262,6 +268,15 @@ class _Source:
             up.api.progress(task["token"], self.reported)
         end = min(at + up.cfg.fragment_size, size) - 1
         resp = self.client.request("GET", self.url, headers={"Range": "bytes=%d-%d" % (at, end)})
+        self._accept(resp, buf, got, at, end)
+        self.resp = resp
+        return resp
+
+    def _accept(self, resp, buf, got, at, end):
+        """The answer to bytes=at-end: a 206 of that range, or a 200 of the whole package
+        (Range ignored) whose first `at` bytes are read past here. Anything else raises.
+        (Apart from _open so that no function's bytecode needs a large block of heap.)"""
+        size = self.task["size"]
         if resp.status == 200:
             # Range ignored: the whole file follows; skip what is already handed out
             if resp.length is not None and resp.length != size:
@@ -286,5 +301,3 @@ class _Source:
         else:
             resp.close()
             raise ServerError(resp.status)
-        self.resp = resp
-        return resp

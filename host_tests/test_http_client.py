@@ -3,13 +3,12 @@ import json
 import re
 import socket
 import ssl
-import subprocess
 import threading
 import time
 
 import pytest
 
-from tools import micropython
+from tools import firmware, micropython
 
 # ---------------------------------------------------------------- a scripted raw-socket server
 
@@ -165,11 +164,8 @@ def step(name, fn):
 def mpy(tmp_path_factory):
     """The package compiled with mpy-cross (as shipped to boards): needed for small heaps."""
     out = tmp_path_factory.mktemp("mpy")
-    (out / "onenet_ota").mkdir()
     for name in ("__init__", "http", "_tls", "auth"):
-        subprocess.run([micropython.executable().replace("micropython", "mpy-cross"), "-o",
-                        str(out / "onenet_ota" / (name + ".mpy")),
-                        str(micropython.FIRMWARE / "onenet_ota" / (name + ".py"))], check=True)
+        firmware.compile_module(micropython.FIRMWARE / "onenet_ota" / (name + ".py"), out / "onenet_ota")
     return micropython.micropypath(out)
 
 
@@ -802,18 +798,16 @@ def test_compiled_modules_import_in_a_32k_heap(mpy):
     assert int(res.stdout) < 24000  # measured ~19 KB on the 64-bit unix port
 
 
-# The heap an import costs, as shipped: x64 .mpy for the unix port (a board's xtensawin .mpy
+# The heap an import costs, as shipped: .mpy for the unix port (x64; a board's xtensawin .mpy
 # costs less: 4-byte pointers, 16-byte GC blocks). http.py alone is measured, compiled into
 # an otherwise empty package, so the figure does not move with the rest of onenet_ota.
 HTTP_IMPORT_BUDGET = 6 * 1024
 
 
 def test_plain_http_import_fits_its_heap_budget(tmp_path):
-    from tools import firmware
-
     pkg = tmp_path / "onenet_ota"
     for name in ("http", "_tls"):
-        firmware.compile_module(micropython.FIRMWARE / "onenet_ota" / (name + ".py"), pkg, "x64")
+        firmware.compile_module(micropython.FIRMWARE / "onenet_ota" / (name + ".py"), pkg)
     (pkg / "__init__.py").write_text("")
     code = ("import gc, sys, onenet_ota\n"
             "gc.collect()\na = gc.mem_alloc()\nimport onenet_ota.http\ngc.collect()\n"

@@ -111,7 +111,8 @@ def machine() -> dict:
         pass
     mp = subprocess.run([micropython.executable(), "-c",
                          "import sys; i = sys.implementation; print('MicroPython %d.%d.%d' % i.version[:3], "
-                         "i.version[3] if len(i.version) > 3 else '', i._build, 'mpy', i._mpy & 0xff)"],
+                         "i.version[3] if len(i.version) > 3 else '', i._build, 'mpy', i._mpy & 0xff, "
+                         "'%d-bit' % (64 if sys.maxsize > 2**32 else 32))"],
                         capture_output=True, text=True).stdout.strip()
     return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
             "python": platform.python_version(), "micropython": mp}
@@ -128,8 +129,8 @@ class Context:
         self.results = {}  # group -> its rows, as they are made
 
     def compiled(self):
-        """firmware/ and the fakes as x64 .mpy (on a board esp32 is built in, not compiled
-        from source in its heap)."""
+        """firmware/ and the fakes as .mpy for the micropython in use (x64 for the PyPI unix
+        port; on a board esp32 is built in, not compiled from source in its heap)."""
         if self.mpy is None:
             from tools import firmware, micropython
 

@@ -22,9 +22,8 @@ Exit status: 0 deployed and importable, 1 failure (the message says which step),
 """
 import argparse
 
-# MP_NATIVE_ARCH_* (py/persistentcode.h): the arch bits of sys.implementation._mpy
-ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
-         "xtensa", "xtensawin", "rv32imc", "rv64imc")
+from tools.micropython import ARCHS
+
 BOARD_FILES = ("boot.py", "main.py")
 CONFIG_NAME = "ota_config.json"
 LIB = "lib/onenet_ota"

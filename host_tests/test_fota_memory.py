@@ -20,10 +20,11 @@ from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatf
 from tools.package_delta import make_patch
 
 # The smallest heaps measured (256-byte steps) for a full cycle of a 64 KiB, 1 MiB or 4 MiB
-# package and for a 1 MiB zlib delta: 70.4-70.9 KB and 75.5 KB on the 64-bit port, 48.6-48.9 KB
-# and 59.9 KB on a 32-bit build (README). A full cycle's budget at the ESP32's word size is the
-# issue's 48 KiB; the others keep ~2-3 KB for changes that move fragmentation around.
-BUDGETS = {64: ("74k", "79k"), 32: ("48k", "62k")}
+# package and for a 1 MiB zlib delta: 70.4-71.2 KB and 75.5-78.6 KB on the 64-bit port,
+# 48.4-49.2 KB and 59.4-59.9 KB on a 32-bit build, varying a little from run to run (README).
+# A full cycle's budget at the ESP32's word size is the issue's 48 KiB; the others keep ~2 KB
+# for changes that move fragmentation around.
+BUDGETS = {64: ("74k", "80k"), 32: ("48k", "62k")}
 HEAP_BUDGET, DELTA_HEAP_BUDGET = BUDGETS[micropython.host()["bits"]]
 
 WATCH = '''

@@ -433,7 +433,9 @@ def test_tool_makes_the_package_the_device_applies(tmp_path, work):
     result = package(str(tmp_path / "old.bin"), str(tmp_path / "new.bin"), "-o", str(out))
     assert result.returncode == 0, result.stderr
     data = out.read_bytes()
-    assert data[0] == 0x18 and data == make_patch(old, new, "zlib")  # CMF: deflate, wbits 9
+    assert data == make_patch(old, new, "zlib", header=True)  # the base check by default
+    assert data[:4] == b"\x10\xde\xcd\xfc" and data[4:36] == old[-32:]
+    assert data[ESP_HEADER_LEN] == 0x18  # zlib CMF: deflate, wbits 9
     assert "size  %d\n" % len(data) in result.stdout
     assert "md5   %s\n" % hashlib.md5(data).hexdigest() in result.stdout
     assert "%.1f%% of the full image" % (100 * len(data) / len(new)) in result.stdout
@@ -441,11 +443,11 @@ def test_tool_makes_the_package_the_device_applies(tmp_path, work):
     assert results == [ok(new, data)]
 
     result = package(str(tmp_path / "old.bin"), str(tmp_path / "new.bin"), "-o", str(out),
-                     "--compression", "heatshrink", "--esp-header", "--json")
+                     "--compression", "heatshrink", "--no-esp-header", "--json")
     info = json.loads(result.stdout)
     data = out.read_bytes()
     assert info["ok"] and info["size"] == len(data) and info["md5"] == hashlib.md5(data).hexdigest()
-    assert data[:4] == b"\x10\xde\xcd\xfc" and data[4:36] == old[-32:] and data[ESP_HEADER_LEN] == 0x04
+    assert not info["esp_header"] and data == make_patch(old, new, "heatshrink") and data[0] == 0x04
 
 
 def test_tool_refuses_what_is_not_an_app_image(tmp_path):

@@ -9,9 +9,10 @@ it in the form firmware/onenet_ota/delta.py applies while it downloads:
               esp_delta_ota), for other tools that expect it
   none        the uncompressed patch
 
---esp-header puts esp_delta_ota's 64-byte header in front (magic 0xfccdde10, the SHA-256 of
-OLD as the board computes it for its running image): the board then refuses the package
-(report 204) unless it runs exactly OLD. Without it, the task's source version is the guard.
+esp_delta_ota's 64-byte header goes in front (magic 0xfccdde10, the SHA-256 of OLD as the
+board computes it for its running image): the board refuses the package (report 204, nothing
+written) unless it runs exactly OLD. --no-esp-header leaves it out; then the task's source
+version on the platform is the only guard.
 
 Both images are checked as ESP app images (chip, checksum, digest); the patch is applied on
 this machine and must give NEW byte for byte. Prints the size and MD5 OneNET shows once the
@@ -41,8 +42,9 @@ def configure(parser: argparse.ArgumentParser):
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="the package to write")
     parser.add_argument("--compression", choices=("zlib", "heatshrink", "none"), default="zlib",
                         help="how the patch is compressed (default %(default)s)")
-    parser.add_argument("--esp-header", action="store_true",
-                        help="prepend esp_delta_ota's 64-byte header with the base image's SHA-256")
+    parser.add_argument("--no-esp-header", dest="esp_header", action="store_false",
+                        help="leave out esp_delta_ota's 64-byte header (the base image's SHA-256, "
+                             "which the board checks before it writes anything)")
     parser.add_argument("--chip", choices=sorted(CHIPS), default="esp32", metavar="CHIP",
                         help="the chip of the boards (default %(default)s)")
     parser.add_argument("--slot-size", type=lambda v: int(v, 0), default=SLOT_SIZE, metavar="BYTES",
@@ -57,7 +59,8 @@ def base_sha256(old: bytes) -> bytes:
 
     info = validate_app_image(old)
     if not info["hash_appended"]:
-        raise ValueError("the base image has no appended SHA-256: --esp-header needs one")
+        raise ValueError("the base image has no appended SHA-256 for the board to check: "
+                         "--no-esp-header makes a package without that check")
     end = info["size"]
     return old[end - 32:end]
 

@@ -32,9 +32,10 @@ class Api:
 
     def call(self, method, path, body=None):
         """One call; returns `data` (or None). On errno 1 the clock is set from the answer's
-        Date and the header signed anew, once: the usual cause is a wrong device clock. An HTTP 5xx or
-        errno 7 (the platform's own trouble) is asked once more at once: every call is safe
-        to repeat, and a device that checks hourly should not lose an hour to one hiccup."""
+        Date and the header signed anew, once: the usual cause is a wrong device clock. An
+        HTTP 5xx or errno 7 (the platform's own trouble) is asked once more at once: every call
+        is safe to repeat, and a device that checks hourly should not lose an hour to one
+        hiccup."""
         for attempt in (0, 1):
             gc.collect()  # garbage of the last call goes first: fewer holes in a small heap
             resp = self.client.request(method, self.base + path,

@@ -87,8 +87,9 @@ def _task(api, kind, path, none_errnos):
 def check(api, kind, version, manuf, model, cdn):
     """Endpoint 2: the open task of this kind, or None (any errno without data but 7: an
     internal error says nothing about the task, and "no task" would drop its journal)."""
-    return _task(api, kind, "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
-        api.dev_id, manuf, model, kind, version, "true" if cdn else "false"), None)
+    path = "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
+        api.dev_id, manuf, model, kind, version, "true" if cdn else "false")
+    return _task(api, kind, path, None)
 
 
 def tasking(api, kind, cdn):
@@ -143,8 +144,9 @@ def plan(up):
             journal.discard()
             up.report_final(e.token, 107)
             return 107
-        if entry and entry["kind"] == _KINDS[kind] and not (
-                t and entry["token"] == t["token"] and entry["md5"] == t["md5"] and entry["size"] == t["size"]):
+        if entry and entry["kind"] == _KINDS[kind] and not (t and entry["token"] == t["token"]
+                                                             and entry["md5"] == t["md5"]
+                                                             and entry["size"] == t["size"]):
             journal.discard()  # the journal's task is gone
             entry = None
         if t:

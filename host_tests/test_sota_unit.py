@@ -44,12 +44,8 @@ with open(sys.argv[1]) as f:  # a file: an argv string over 255 bytes kills the 
 buf = bytearray(4096)
 if not cfg.get("heap"):
     from onenet_ota import sota, sota_boot  # before the mount: its names grow the qstr pool in one piece
-import esp32
-part = esp32.Partition("vfs")
-if cfg.get("mkfs"):
-    os.VfsLfs2.mkfs(part)
-os.mount(os.VfsLfs2(part), "/flash")
-os.chdir("/flash")
+import esp32, _rig_lfs
+_rig_lfs.mount(cfg.get("mkfs"))
 if cfg.get("heap"):
     import onenet_ota
     gc.collect()
@@ -87,26 +83,15 @@ def tree(path):
 
 
 def stage(path):
-    with open(path, "rb") as src:
-        src.seek(0, 2)
-        size = src.tell()
-        src.seek(0)
-        st = sota.Stage(size)
-        at = 0
-        while at < size:
-            n = src.readinto(buf)
-            for i in range(n, len(buf)):
-                buf[i] = 0xFF  # the download pads its last chunk
-            st.write(at // 4096, buf)
-            at += n
-        st.close()
-        # read back as after a reboot
-        h = hashlib.md5()
-        for at in range(0, size, 4096):
-            st.read(at // 4096, buf)
-            h.update(buf if size - at >= 4096 else memoryview(buf)[:size - at])
-        st.close()
-        assert os.stat(sota.bundle_path())[6] == size, (os.stat(sota.bundle_path()), size)
+    size = _rig_lfs.stage(sota, path, buf)
+    # read back as after a reboot
+    st = sota.Stage(size)
+    h = hashlib.md5()
+    for at in range(0, size, 4096):
+        st.read(at // 4096, buf)
+        h.update(buf if size - at >= 4096 else memoryview(buf)[:size - at])
+    st.close()
+    assert os.stat(sota.bundle_path())[6] == size, (os.stat(sota.bundle_path()), size)
     print("staged", size, binascii.hexlify(h.digest()).decode())
 
 

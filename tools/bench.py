@@ -791,31 +791,12 @@ with open(sys.argv[1]) as f:
     cfg = json.load(f)
 buf = bytearray(4096)
 from onenet_ota import sota
-import esp32
-part = esp32.Partition("vfs")
-os.VfsLfs2.mkfs(part)
-os.mount(os.VfsLfs2(part), "/flash")
-os.chdir("/flash")
-
-
-def stage(path):
-    with open(path, "rb") as src:
-        src.seek(0, 2)
-        size = src.tell()
-        src.seek(0)
-        st = sota.Stage(size)
-        at = 0
-        while at < size:
-            n = src.readinto(buf)
-            for i in range(n, len(buf)):
-                buf[i] = 0xFF
-            st.write(at // 4096, buf)
-            at += n
-        st.close()
+import _rig_lfs
+_rig_lfs.mount(mkfs=True)
 
 
 for name, path, version in cfg["runs"]:
-    stage(path)
+    _rig_lfs.stage(sota, path, buf)
     sota.discard(False)  # nothing of an earlier unpack left to remove inside the timing
     gc.collect()
     t = time.ticks_us()

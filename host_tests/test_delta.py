@@ -338,6 +338,16 @@ def _zlib(data, wbits):
     return z.compress(data) + z.flush()
 
 
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_a_512_byte_window_costs_the_package_nothing(kind):
+    """Why the tool writes wbits 9: a patch's redundancy is local (runs of zero diff bytes),
+    so the package is within 0.1 % of what a 4 KiB window gives, for 3.5 KiB less heap on the
+    board."""
+    old, new = PAIRS[kind]
+    none = _detools(old, new, compression="none")
+    assert len(_zlib(none, 9)) <= len(_zlib(none, 12)) * 1.001
+
+
 def test_every_accepted_zlib_window_applies(work):
     """The tool writes a 512-byte window (wbits 9); packages made elsewhere with up to 4 KiB
     (wbits 12) apply as well."""

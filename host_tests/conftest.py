@@ -46,14 +46,8 @@ def platform():
 @pytest.fixture(scope="session")
 def compiled(tmp_path_factory):
     """firmware/ and the fakes compiled to .mpy for the running micropython (x64 for the
-    PyPI unix port), as a board would get them."""
-    out = tmp_path_factory.mktemp("mpy")
-    firmware.compile_package(out)
-    from tools import micropython
-
-    for src in micropython.FAKES.glob("*.py"):
-        firmware.compile_module(src, out)
-    return out
+    PyPI unix port), as a board would get them (firmware.compile_board)."""
+    return firmware.compile_board(tmp_path_factory.mktemp("mpy"))
 
 
 class Board:

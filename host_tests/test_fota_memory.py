@@ -2,9 +2,10 @@
 .mpy in a bounded heap, and the heap it needs does not grow with the package.
 
 The .mpy files sit in the device's lib/ as `python -m tools deploy` puts them on a board (a
-module's path is a string in the heap). The heap includes what the Python stand-ins of the
-board's C modules take (fake esp32 and machine, the boot runner): test_fakes_heap_is_measured
-prints it. The budgets depend on the word size of the micropython that runs the tests: the
+module's path is a string in the heap). The heap includes what the stand-ins of the board's C
+modules take (fake esp32 and machine, the boot runner): they are compiled to native code,
+which the unix port keeps outside the heap as a board keeps its C modules' code in flash, but
+their objects are in it; test_fakes_heap_is_measured prints them. The budgets depend on the word size of the micropython that runs the tests: the
 PyPI unix port is 64-bit, where every object with pointers is twice an ESP32's; a 32-bit
 build (MICROPYTHON=..., README "Memory and speed") has the ESP32's word size.
 """
@@ -24,7 +25,7 @@ from tools.package_delta import make_patch
 # 48.4-49.2 KB and 59.4-59.9 KB on a 32-bit build, varying a little from run to run (README).
 # A full cycle's budget at the ESP32's word size is the issue's 48 KiB; the others keep ~2 KB
 # for changes that move fragmentation around.
-BUDGETS = {64: ("74k", "80k"), 32: ("48k", "62k")}
+BUDGETS = {64: ("70k", "80k"), 32: ("48k", "58k")}
 HEAP_BUDGET, DELTA_HEAP_BUDGET = BUDGETS[micropython.host()["bits"]]
 
 WATCH = '''
@@ -91,8 +92,11 @@ class Cycles:
             assert device.corruptions() == []
             return task.state == "completed" and "ota: result 201" in out, out
 
-    def floor(self, package, lo=32 * 1024, hi=128 * 1024, step=256, **kw):
-        """The smallest heapsize (to `step` bytes) in which the cycle completes."""
+    def floor(self, package, lo=32 * 1024, hi=128 * 1024, step=256, above=2048, **kw):
+        """The smallest heap (to `step` bytes) from which the cycle completes in every heap up
+        to `above` bytes more. Bisection alone is not enough: just above the floor there are
+        heaps where the cycle fails between heaps where it completes (where the holes fall
+        decides it), so bisection lands anywhere in that band; the band's top is stable."""
         assert self.completes(hi, package, **kw)[0]
         while hi - lo > step:
             mid = (lo + hi) // 2 // step * step
@@ -100,6 +104,11 @@ class Cycles:
                 hi = mid
             else:
                 lo = mid
+        heap = hi
+        while heap < hi + above:
+            heap += step
+            if not self.completes(heap, package, **kw)[0]:
+                hi = heap + step  # the band goes on: start again above the failure
         return hi
 
 
@@ -119,14 +128,12 @@ def test_delta_cycle_as_mpy_fits_the_budget(cycles):
 
 
 def test_heap_needed_is_the_same_for_64_kib_and_4_mib(cycles):
-    """The smallest heap a 64 KiB package needs is within 1 KiB of what a 4 MiB one needs
-    (on a 16 MiB flash with 6 MiB slots): the 4 MiB cycle completes 1 KiB above the small
-    one's floor and fails 1 KiB below it."""
+    """The smallest heap a 4 MiB package needs (on a 16 MiB flash with 6 MiB slots) is within
+    1 KiB of what a 64 KiB one needs."""
     small = cycles.floor(build_app_image("1.1", 64 * 1024))
-    big = build_app_image("1.1", 4 * 1024 * 1024)
-    ok, out = cycles.completes(small + 1024, big, flash_mib=16)
-    assert ok, "4 MiB package, heap %d (64 KiB floor + 1 KiB):\n%s" % (small + 1024, out)
-    assert not cycles.completes(small - 1024, big, flash_mib=16)[0]
+    big = cycles.floor(build_app_image("1.1", 4 * 1024 * 1024), flash_mib=16)
+    print("heap floor: 64 KiB package %d B, 4 MiB package %d B" % (small, big))
+    assert abs(big - small) < 1024
 
 
 def test_fakes_heap_is_measured(tmp_path, compiled):

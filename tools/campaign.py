@@ -368,16 +368,6 @@ def _worker(job):
     return run_one(seed, index, work, mpy)
 
 
-def compile_firmware(work):
-    from tools import firmware, micropython
-
-    mpy = work / "mpy"
-    firmware.compile_package(mpy)
-    for src in micropython.FAKES.glob("*.py"):
-        firmware.compile_module(src, mpy)
-    return mpy
-
-
 def campaign(runs, seed, work, jobs=None, progress=None):
     """Run `runs` schedules of campaign `seed`; returns the summary dict."""
     import concurrent.futures
@@ -385,7 +375,9 @@ def campaign(runs, seed, work, jobs=None, progress=None):
     import time
     from collections import Counter
 
-    mpy = compile_firmware(work)
+    from tools.firmware import compile_board
+
+    mpy = compile_board(work / "mpy")
     jobs = jobs or os.cpu_count() or 1
     started = time.monotonic()
     results = []
@@ -408,6 +400,8 @@ def main(args) -> int:
     import tempfile
     from pathlib import Path
 
+    from tools.firmware import compile_board
+
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="onenet-ota-campaign-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -418,7 +412,7 @@ def main(args) -> int:
                 print("campaign: --replay SEED:INDEX", file=sys.stderr)
                 return 2
             print("schedule:", json.dumps(schedule(seed, index)))
-            result = run_one(seed, index, work, compile_firmware(work), verbose=True)
+            result = run_one(seed, index, work, compile_board(work / "mpy"), verbose=True)
             print("=== %s" % (result.get("outcome") or "VIOLATION: " + result["violation"]))
             return 0 if "violation" not in result else 1
 

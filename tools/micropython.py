@@ -36,19 +36,31 @@ ARCHS = ("none", "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7ems
 _host = {}
 
 
+_PROBE = """import sys
+try:
+    import onenet_ota
+    frozen = True
+except ImportError:
+    frozen = False
+print(sys.implementation._mpy >> 10, sys.maxsize > 2**32, frozen)"""
+
+
 def host() -> dict:
-    """The running micropython's native arch (an mpy-cross -march name) and word size."""
+    """The running micropython's native arch (an mpy-cross -march name), word size, and
+    whether it has onenet_ota frozen in (a build with FROZEN_MANIFEST=manifest.py)."""
     key = executable()
     if key not in _host:
-        out = subprocess.run([key, "-c", "import sys; print(sys.implementation._mpy >> 10, sys.maxsize > 2**32)"],
-                             capture_output=True, text=True, timeout=30).stdout.split()
-        _host[key] = {"arch": ARCHS[int(out[0])], "bits": 64 if out[1] == "True" else 32}
+        out = subprocess.run([key, "-c", _PROBE], capture_output=True, text=True, timeout=30, cwd="/",
+                             env=dict(os.environ, MICROPYPATH=".frozen")).stdout.split()
+        _host[key] = {"arch": ARCHS[int(out[0])], "bits": 64 if out[1] == "True" else 32,
+                      "frozen": out[2] == "True"}
     return _host[key]
 
 
 def micropypath(*extra) -> str:
-    """The device path: extra dirs first (e.g. compiled .mpy), then firmware/, the fakes, frozen."""
-    parts = [str(p) for p in extra] + [str(FIRMWARE), str(FAKES), ".frozen"]
+    """The device path: extra dirs first (e.g. compiled .mpy), then firmware/, the fakes, frozen.
+    A build with the package frozen in runs that: firmware/ is left out."""
+    parts = [str(p) for p in extra] + [str(FIRMWARE)] * (not host()["frozen"]) + [str(FAKES), ".frozen"]
     return os.pathsep.join(parts)
 
 

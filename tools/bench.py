@@ -619,24 +619,8 @@ def heap(ctx):
                               len(trials), 1024 if ctx.quick else 256,
                               ", 16 MiB flash, 6 MiB slots" if flash_mib == 16 else "",
                               1024 if ctx.quick else 256, failure)))
-        # sampled at the progress callbacks (between Range fragments): 16 KiB fragments and
-        # 5 % steps give a few samples even for the smallest package
-        sample_heap = floor + 4096
-        ctx.say("heap: sampling the %s cycle in a %d B heap" % (label, sample_heap))
-        run = full_cycle(ctx, package, heapsize=sample_heap, flash_mib=flash_mib, main=SAMPLING_MAIN,
-                         config={"fragment_size": 16384, "progress_step": 5})
-        samples = [tuple(int(v) for v in ln.split()[3:]) for ln in run["first"].output.splitlines()
-                   if ln.startswith("bench heap ")]
-        if samples:
-            out.append(figure("heap.live.%d" % size, "live heap in the download loop, %s package (max)" % label,
-                              max(s[1] for s in samples), "B",
-                              note="gc.collect(); gc.mem_alloc() at %d progress callbacks, heapsize %d "
-                                   "(16 KiB fragments); before the collect up to %d B" % (
-                                       len(samples), sample_heap, max(s[0] for s in samples)),
-                              cycle_ok=run["ok"]))
-        else:
-            out.append(figure("heap.live.%d" % size, "live heap in the download loop, %s package (max)" % label,
-                              None, "B", error="no samples: %s" % run["first"].output.strip()[-300:]))
+        out.append(live_heap(ctx, "heap.live.%d" % size, "live heap in the download loop, %s package (max)"
+                             % label, package, floor + 4096, flash_mib, fragment=16384))
     if len(floors) > 1:
         growth = floors[sizes[-1][0]] - floors[sizes[0][0]]
         out.append(figure("heap.floor.growth", "floor growth from the smallest to the largest package",
@@ -652,7 +636,27 @@ def heap(ctx):
                       % (len(package) // 1024), floor, "B", "<= 49152", floor <= 48 * 1024,
                       note="%d trials; %d B short: %s" % (len(trials), 1024 if ctx.quick else 256, failure)))
     out.append(figure("heap.ratio_delta", "delta cycle / baseline download, smallest heap", round(floor / base, 2), ""))
+    out.append(live_heap(ctx, "heap.live.delta", "live heap while the delta is applied (max)", package, floor + 4096,
+                         4, fragment=4096, delta=True))
     return out
+
+
+def live_heap(ctx, key, label, package, heapsize, flash_mib, fragment, delta=False):
+    """The live heap at the progress callbacks (between Range fragments), the most of them:
+    small fragments and 5 % steps give a few samples even for a small package; for a delta
+    they fall in the middle of applying it."""
+    ctx.say("heap: sampling %s in a %d B heap" % (key, heapsize))
+    run = full_cycle(ctx, package, heapsize=heapsize, flash_mib=flash_mib, main=SAMPLING_MAIN, delta=delta,
+                     config={"fragment_size": fragment, "progress_step": 5})
+    samples = [tuple(int(v) for v in ln.split()[3:]) for ln in run["first"].output.splitlines()
+               if ln.startswith("bench heap ")]
+    if not samples:
+        return figure(key, label, None, "B", error="no samples: %s" % run["first"].output.strip()[-300:])
+    return figure(key, label, max(s[1] for s in samples), "B",
+                  note="gc.collect(); gc.mem_alloc() at %d progress callbacks, heapsize %d (%d KiB fragments); "
+                       "before the collect up to %d B" % (len(samples), heapsize, fragment // 1024,
+                                                          max(s[0] for s in samples)),
+                  cycle_ok=run["ok"])
 
 
 # ---- per download ------------------------------------------------------------------------------

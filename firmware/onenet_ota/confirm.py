@@ -5,7 +5,10 @@ from onenet_ota import journal, fota, log, drop
 
 
 def confirm(up, entry):
+    """check.py is still loaded (Updater.cycle keeps it for this): its tasking call comes
+    first, then it is dropped."""
     if entry["kind"] == "sota":
+        drop("check")
         return _application(up, entry)
     log("confirming", entry["target"], "- running", up.running)
     from onenet_ota import check

@@ -57,14 +57,15 @@ class Updater:
 
             job = check.plan(self)
             del check
+            if type(job) is tuple and job[0] is None:
+                # a confirmation: it asks the platform with check's code, then drops it
+                from onenet_ota.confirm import confirm
+
+                return confirm(self, job[1])
             drop("check")
             if type(job) is not tuple:
                 return job
             task, entry = job
-            if task is None:
-                from onenet_ota.confirm import confirm
-
-                return confirm(self, entry)
             from onenet_ota.download import upgrade
 
             job = upgrade(self, task, entry)

@@ -251,6 +251,31 @@ def slot_sectors(device, label, size):
     return [counts.get(first + i, 0) for i in range(-(-size // SECTOR))]
 
 
+def run_on(ctx, device, args, heapsize=None, lib=()):
+    """micropython on the fake device: its flash, its directory, the compiled code (and
+    `lib` before it) on the path."""
+    from tools import micropython
+
+    return micropython.run(args, heapsize=heapsize, path=micropython.micropypath(*lib, ctx.compiled()),
+                           env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+
+
+def script_lines(ctx, device, args, what):
+    """The output lines of a bench script run on the device; raises if it failed."""
+    proc = run_on(ctx, device, args)
+    if proc.returncode != 0:
+        raise RuntimeError("%s script failed:\n%s%s" % (what, proc.stdout, proc.stderr))
+    return proc.stdout.splitlines()
+
+
+def add_times(lines, times):
+    """The "bench NAME MICROSECONDS" lines into times[NAME]."""
+    for line in lines:
+        if line.startswith("bench "):
+            _, name, us = line.split()
+            times[name].append(int(us))
+
+
 def full_cycle(ctx, package, heapsize=None, flash_mib=4, main=None, faults=(), config=None, delta=False):
     """One upgrade on a fresh device and platform: boot (download, switch, reset), boot
     (confirm). The .mpy files go to the device's lib/, as on a board. delta: the task is a
@@ -386,7 +411,6 @@ for name in FIRST.split(","):
 def throughput(ctx):
     import os
 
-    from tools import micropython
     from tools.esp_image import build_app_image
 
     size = 256 * 1024 if ctx.quick else 1024 * 1024
@@ -402,16 +426,8 @@ def throughput(ctx):
         task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
         for rep in range(ctx.reps):
             first = ",".join(names[rep % 3:] + names[:rep % 3])  # each goes first in turn
-            proc = micropython.run([str(script), platform.host, str(platform.port), task.token, str(size),
-                                    task.md5, str(FRAGMENT), first],
-                                   path=micropython.micropypath(ctx.compiled()),
-                                   env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
-            if proc.returncode != 0:
-                raise RuntimeError("throughput script failed:\n" + proc.stdout + proc.stderr)
-            for line in proc.stdout.splitlines():
-                if line.startswith("bench "):
-                    _, name, us = line.split()
-                    times[name].append(int(us))
+            add_times(script_lines(ctx, device, [str(script), platform.host, str(platform.port), task.token,
+                                                 str(size), task.md5, str(FRAGMENT), first], "throughput"), times)
         if platform.errors:
             raise RuntimeError("mock platform: %r" % platform.errors)
     finally:
@@ -528,26 +544,21 @@ def cycle_floor(ctx, package, flash_mib, delta=False):
 def baseline_floor(ctx, package):
     """heap_floor of the baseline download alone (BASELINE, compiled to .mpy as the device
     code is): the heap a bare download loop into the slot needs, the fake esp32 included."""
-    import subprocess
-
-    from tools import firmware, micropython
+    from tools import firmware
 
     device = new_device(ctx.fresh("baseline"))
     device.bootloader()
+    source = ctx.work / "bench_baseline.py"
+    source.write_text(BASELINE + "baseline()\nprint('bench baseline ok')\n")
     lib = ctx.work / "baseline_mpy"
-    lib.mkdir(exist_ok=True)
-    (ctx.work / "bench_baseline.py").write_text(BASELINE + "baseline()\nprint('bench baseline ok')\n")
-    subprocess.run([firmware.mpy_cross(), "-march=" + micropython.host()["arch"], "-o", str(lib / "bench_baseline.mpy"),
-                    str(ctx.work / "bench_baseline.py")], check=True)
+    firmware.compile_module(source, lib)
     platform = new_platform()
     try:
         task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
 
         def attempt(heap):
-            proc = micropython.run(["-m", "bench_baseline", platform.host, str(platform.port), task.token,
-                                    str(len(package)), task.md5],
-                                   heapsize=heap, path=micropython.micropypath(lib, ctx.compiled()),
-                                   env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
+            proc = run_on(ctx, device, ["-m", "bench_baseline", platform.host, str(platform.port), task.token,
+                                        str(len(package)), task.md5], heapsize=heap, lib=(lib,))
             if "bench baseline ok" in proc.stdout:
                 return None
             return ((proc.stdout + proc.stderr).strip().splitlines() or ["exit %d" % proc.returncode])[-1]
@@ -579,7 +590,6 @@ SIZES = ((64 * 1024, 4, "64 KiB"), (1024 * 1024, 4, "1 MiB"), (4 * 1024 * 1024, 
 
 @row("heap")
 def heap(ctx):
-    from tools import micropython
     from tools.esp_image import build_app_image
 
     out = []
@@ -588,11 +598,7 @@ def heap(ctx):
     device.bootloader()
     script = ctx.work / "bench_import.py"
     script.write_text(IMPORT_SCRIPT)
-    proc = micropython.run([str(script)], path=micropython.micropypath(ctx.compiled()),
-                           env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs))
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("bench import")]
-    if not line:
-        raise RuntimeError("import script failed:\n" + proc.stdout + proc.stderr)
+    line = [ln for ln in script_lines(ctx, device, [str(script)], "import") if ln.startswith("bench import")]
     fakes, package, http_cost, path = (int(v) for v in line[0].split()[2:])
     out.append(figure("heap.import_package", "import onenet_ota (the package)", package, "B"))
     out.append(figure("heap.import_http", "import onenet_ota.http", http_cost, "B"))
@@ -794,7 +800,6 @@ def delta_apply(ctx):
     import hashlib
     import json
 
-    from tools import micropython
     from tools.esp_image import build_app_image
     from tools.package_delta import make_patch
 
@@ -818,11 +823,7 @@ def delta_apply(ctx):
         k = rep % len(runs)
         cfg = root / "cfg.json"
         cfg.write_text(json.dumps({"runs": runs[k:] + runs[:k]}))  # each goes first in turn
-        proc = micropython.run([str(script), str(cfg)], path=micropython.micropypath(ctx.compiled()),
-                               env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError("delta script failed:\n" + proc.stdout + proc.stderr)
-        for line in proc.stdout.splitlines():
+        for line in script_lines(ctx, device, [str(script), str(cfg)], "delta"):
             if line.startswith("native "):
                 native = line.split()[1] == "1"
             if line.startswith("bench "):
@@ -921,7 +922,6 @@ def sota_unpack(ctx):
     file, the files written) on LittleFS over the fake flash: MB/s of files written."""
     import json
 
-    from tools import micropython
     from tools.device import Device
     from tools.package_app import build
 
@@ -944,14 +944,7 @@ def sota_unpack(ctx):
         k = rep % len(runs)
         cfg = root / "cfg.json"
         cfg.write_text(json.dumps({"runs": runs[k:] + runs[:k]}))
-        proc = micropython.run([str(script), str(cfg)], path=micropython.micropypath(ctx.compiled()),
-                               env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError("sota script failed:\n" + proc.stdout + proc.stderr)
-        for line in proc.stdout.splitlines():
-            if line.startswith("bench "):
-                _, name, us = line.split()
-                times[name].append(int(us))
+        add_times(script_lines(ctx, device, [str(script), str(cfg)], "sota"), times)
     out = []
     for name, how in SOTA_KINDS:
         if len(times[name]) != ctx.reps:

@@ -2,11 +2,11 @@
 # never pays the heap for ssl or this code.
 #
 # The server certificate and host name are verified against cadata (PEM or DER bytes) or
-# cafile; without a CA, https is a TLSError unless insecure=True was passed explicitly.
+# cafile; without a CA, https is refused unless insecure=True was passed explicitly. Every
+# refusal is a ValueError, which http makes its TLSError (this module imports nothing of
+# the package: http imports it).
 import binascii
 import ssl
-
-from .http import TLSError, _fail
 
 
 def context(c):
@@ -34,22 +34,23 @@ def context(c):
             else:
                 ctx.load_verify_locations(cadata=cadata)
         except ValueError:
-            raise TLSError("bad CA certificate")
+            raise ValueError("bad CA certificate")
     elif insecure:
         ctx.verify_mode = ssl.CERT_NONE
     else:
-        raise TLSError("https needs cadata= or cafile= (or insecure=True)")
+        raise ValueError("https needs cadata= or cafile= (or insecure=True)")
     c.context = ctx
 
 
 def wrap_socket(c, sock, host):
     # The handshake runs here (under the socket's timeout), so a refused certificate or
-    # host name stops the request before any of its bytes are sent.
+    # host name stops the request before any of its bytes are sent. mbedtls refuses a
+    # certificate with a ValueError (its message says why), which passes through.
     try:
         return c.context.wrap_socket(sock, server_hostname=host)
     except OSError as e:
         # mbedtls errors are negative codes below -256; the rest is the socket's
         n = e.args[0] if e.args else 0
-        raise TLSError("TLS error %d" % n) if isinstance(n, int) and n < -256 else _fail(e)
-    except ValueError as e:  # mbedtls: the certificate was refused (the message says why)
-        raise TLSError(str(e))
+        if isinstance(n, int) and n < -256:
+            raise ValueError("TLS error %d" % n)
+        raise

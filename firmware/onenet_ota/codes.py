@@ -1,7 +1,7 @@
 # The floor of the package: the facts every part shares and nothing else. OneNET's report
 # codes (docs/south-api.md, endpoint 6; the fuse API's status call takes the same), the one
 # failure type that carries one of them, and the console log. It imports nothing of the
-# package, so any module may import it.
+# package, so any module may import it. Also what a phase hands back to the cycle.
 from micropython import const
 import sys
 
@@ -24,15 +24,23 @@ RETRIES_EXHAUSTED = const(207)
 # nothing is reported.
 ENDED = const(0)
 
+# What a phase returns to the cycle: (action, a, b)
+IDLE = const(0)  # nothing to do now: (IDLE, None, None)
+FETCH = const(1)  # download and check a task: (FETCH, task, journal entry to resume or None)
+SWITCH = const(2)  # boot a verified package next: (SWITCH, the function that does, its journal entry)
+DONE = const(3)  # the task ended well or as expected: (DONE, task or journal entry, report code)
+
 
 class Fail(Exception):
     """Ends the task with report code `code` (ENDED: the platform ended it), for the reason
     the message gives. The one failure type of the package: a phase raises it, only the
-    cycle reports it."""
+    cycle reports it. task: the task it ends, when the cycle does not know it yet (a task
+    the check phase refuses)."""
 
-    def __init__(self, code, why):
+    def __init__(self, code, why, task=None):
         super().__init__(why)
         self.code = code
+        self.task = task
 
 
 def log(*args):

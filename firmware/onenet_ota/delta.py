@@ -27,6 +27,8 @@ from micropython import const
 from array import array
 import io
 
+from onenet_ota.codes import Fail, NO_SPACE, WRONG_BUILD, UPGRADE_FAILED
+
 SECTOR = const(4096)
 _RAW = const(512)  # patch bytes as they arrive
 _DATA = const(512)  # patch bytes after heatshrink or inflate
@@ -38,9 +40,6 @@ _ZLIB = const(8)
 _HS_PARAMS = const(0x44)  # heatshrink: window 2^(4+4), lookahead 2^(4+3)
 _MAX_ZLIB_CINFO = const(4)  # window 2^(4+8) = 4 KiB
 
-NO_SPACE = const(102)
-WRONG_BASE = const(204)
-BAD_PATCH = const(206)
 
 try:
     from onenet_ota._deltav import add, copy, unshrink
@@ -94,17 +93,10 @@ except (ImportError, SyntaxError, ValueError):  # no native emitter, or .mpy for
         return n
 
 
-class DeltaError(Exception):
-    """The patch cannot make the new image; `code` is the report code (102 the image does not
-    fit the slot, 204 the patch is for another base image, 206 unsupported or broken)."""
-
-    def __init__(self, code, why):
-        super().__init__(why)
-        self.code = code
-
-
+# A patch that cannot make the new image raises Fail: 102 the image does not fit the slot,
+# 204 the patch is for another base image, 206 unsupported or broken.
 def _broken(why):
-    return DeltaError(BAD_PATCH, why)
+    return Fail(UPGRADE_FAILED, why)
 
 
 class Patch:
@@ -141,7 +133,7 @@ class Patch:
             if got < _ESP_HEADER:
                 raise _broken("patch truncated")
             if self._base_digest() != raw[4:36]:
-                raise DeltaError(WRONG_BASE, "patch for another base image")
+                raise Fail(WRONG_BUILD, "patch for another base image")
             self._i = _ESP_HEADER
         i = self._i
         if i < got and raw[i] & 0x0F == _ZLIB:  # a zlib CMF byte; no detools header has 8 there
@@ -174,7 +166,7 @@ class Patch:
         if size <= 0:
             raise _broken("new image of %d bytes" % size)
         if size > slot_size:
-            raise DeltaError(NO_SPACE, "new image of %d bytes, slot of %d" % (size, slot_size))
+            raise Fail(NO_SPACE, "new image of %d bytes, slot of %d" % (size, slot_size))
         if self._num():
             raise _broken("detools data format: not supported")
         self._made = 0  # new image bytes made
@@ -322,14 +314,14 @@ class Patch:
         old = self._old
         self._load(0)
         if old[0] != 0xE9 or old[23] != 1:
-            raise DeltaError(WRONG_BASE, "base image has no SHA-256")
+            raise Fail(WRONG_BUILD, "base image has no SHA-256")
         pos = 24
         for _ in range(old[1]):
             self._load(pos)
             at = pos - self._at
             pos += 8 + (old[at + 4] | old[at + 5] << 8 | old[at + 6] << 16 | old[at + 7] << 24)
             if pos > self._base_size - 48:
-                raise DeltaError(WRONG_BASE, "base image overruns its partition")
+                raise Fail(WRONG_BUILD, "base image overruns its partition")
         pos = (pos | 15) + 1  # after the checksum byte
         self._load(pos)
         return old[pos - self._at : pos - self._at + 32]

@@ -8,6 +8,8 @@ from esp32 import Partition
 from micropython import const
 import struct
 
+from onenet_ota.codes import Fail, UPGRADE_FAILED
+
 SECTOR = const(4096)
 
 _IMAGE_MAGIC = const(0xE9)
@@ -19,24 +21,13 @@ _DESC_AT = const(_HEADER_LEN + _SEGMENT_HEADER_LEN)
 _VERSION_AT = const(_DESC_AT + 16)
 _VERSION_LEN = const(32)
 
-# Report codes an image check ends in: the package is fine but is not the build the task
-# promised (wrong chip or version) -> 204; the package is not a sound image at all -> 206.
-WRONG_BUILD = const(204)
-BROKEN_IMAGE = const(206)
-
-
-class ImageError(Exception):
-    def __init__(self, code, why):
-        super().__init__(why)
-        self.code = code
-
-
 def describe(buf):
-    """(chip id, version) of the image whose first sector is in buf."""
+    """(chip id, version) of the image whose first sector is in buf. Not an app image:
+    Fail 206 (the package is not a sound image at all)."""
     if buf[0] != _IMAGE_MAGIC:
-        raise ImageError(BROKEN_IMAGE, "not an ESP app image (magic 0x%02x)" % buf[0])
+        raise Fail(UPGRADE_FAILED, "not an ESP app image (magic 0x%02x)" % buf[0])
     if struct.unpack_from("<I", buf, _DESC_AT)[0] != _DESC_MAGIC:
-        raise ImageError(BROKEN_IMAGE, "no app description in the first segment")
+        raise Fail(UPGRADE_FAILED, "no app description in the first segment")
     version = bytes(buf[_VERSION_AT : _VERSION_AT + _VERSION_LEN])
     end = version.find(b"\0")
     return buf[12] | buf[13] << 8, (version if end < 0 else version[:end]).decode()

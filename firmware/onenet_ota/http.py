@@ -36,10 +36,10 @@ ProtocolError = type("ProtocolError", (HTTPError,), {})  # the reply broke HTTP 
 TLSError = type("TLSError", (HTTPError,), {})  # certificate/host refused, or https without CA
 
 
-def _fail(e):
-    # An OSError of the socket as ours (ours pass through): a timeout is ETIMEDOUT from
-    # read*, EAGAIN from recv, EINPROGRESS from connect (110, 11, 115 on unix; 116, 11,
-    # 119 on an ESP32).
+def error(e):
+    """An OSError of the socket as one of ours (ours pass through): a timeout is ETIMEDOUT
+    from read*, EAGAIN from recv, EINPROGRESS from connect (110, 11, 115 on unix; 116, 11,
+    119 on an ESP32); the rest is a ConnectionLost. _tls maps its socket errors with it."""
     if isinstance(e, HTTPError):
         return e
     if e.errno in (11, 110, 115, 116, 119):
@@ -97,7 +97,7 @@ class Response:
             return k
         except (OSError, HTTPError) as e:
             self.close()  # a failed body leaves the stream out of step: drop it
-            raise _fail(e)
+            raise error(e)
 
     def close(self):
         """Done with the response: if its body is not read to the end, the connection is
@@ -198,9 +198,12 @@ class Client:
                     break
                 except (OSError, HTTPError) as e:
                     self.close()
-                    e = _fail(e)
+                    e = error(e)
                     if fresh or self.pos or not isinstance(e, ConnectionLost):
                         raise e
+                except ValueError as e:  # _tls refused, or a port that is not a number
+                    self.close()
+                    raise TLSError(str(e)) if tls else ProtocolError("bad url")
             loc = r.headers.get("location")
             if r.status // 100 != 3 or not loc:
                 return r

@@ -6,7 +6,8 @@ from micropython import const
 import hashlib
 import struct
 
-from onenet_ota.fota import ImageError, BROKEN_IMAGE, WRONG_BUILD, SECTOR, describe
+from onenet_ota.codes import Fail, WRONG_BUILD, UPGRADE_FAILED
+from onenet_ota.fota import SECTOR, describe
 
 _HEADER_LEN = const(24)
 _SEGMENT_HEADER_LEN = const(8)
@@ -26,17 +27,18 @@ except (ImportError, SyntaxError, ValueError):  # no native emitter, or .mpy for
 
 def verify(part, size, chip, version, buf):
     """Check the image in the first `size` bytes of partition `part` the way the bootloader
-    will, plus the chip and version the task promised; ImageError if it fails. buf: one
-    sector of scratch."""
+    will, plus the chip and version the task promised. Fail if it fails: 204 for another
+    chip or version (a sound image, but not the build the task promised), 206 for an image
+    that is not sound. buf: one sector of scratch."""
     part.readblocks(0, buf)
     got_chip, got_version = describe(buf)
     if got_chip != chip:
-        raise ImageError(WRONG_BUILD, "image is for chip %d, this is chip %d" % (got_chip, chip))
+        raise Fail(WRONG_BUILD, "image is for chip %d, this is chip %d" % (got_chip, chip))
     if got_version != version:
-        raise ImageError(WRONG_BUILD, "image is version %r, the task promised %r" % (got_version, version))
+        raise Fail(WRONG_BUILD, "image is version %r, the task promised %r" % (got_version, version))
     count, hashed = buf[1], buf[23] == 1
     if not 0 < count <= _MAX_SEGMENTS:
-        raise ImageError(BROKEN_IMAGE, "image has %d segments" % count)
+        raise Fail(UPGRADE_FAILED, "image has %d segments" % count)
 
     # Segment headers first (tiny offset reads), so the data pass below knows its ranges.
     spans = []
@@ -44,18 +46,18 @@ def verify(part, size, chip, version, buf):
     pos = _HEADER_LEN
     for _ in range(count):
         if pos + _SEGMENT_HEADER_LEN > size:
-            raise ImageError(BROKEN_IMAGE, "segment header beyond the package")
+            raise Fail(UPGRADE_FAILED, "segment header beyond the package")
         part.readblocks(pos // SECTOR, head, pos % SECTOR)
         length = struct.unpack_from("<I", head, 4)[0]
         pos += _SEGMENT_HEADER_LEN
         if pos + length > size:
-            raise ImageError(BROKEN_IMAGE, "segment of %d bytes overruns the package" % length)
+            raise Fail(UPGRADE_FAILED, "segment of %d bytes overruns the package" % length)
         spans.append((pos, pos + length))
         pos += length
     checksum_at = pos | 15  # padded so the checksum ends a 16-byte block
     end = checksum_at + 1
     if end + (_DIGEST_LEN if hashed else 0) > size:
-        raise ImageError(BROKEN_IMAGE, "image truncated")
+        raise Fail(UPGRADE_FAILED, "image truncated")
 
     # One pass over the sectors: SHA-256 of everything before the digest, XOR of segment data.
     sha = hashlib.sha256()
@@ -71,9 +73,9 @@ def verify(part, size, chip, version, buf):
                 acc = xor_range(buf, max(start, base) - base, min(stop, top) - base, acc)
         sha.update(buf if top <= end else view[: end - base])
     if acc != buf[(checksum_at - base)]:
-        raise ImageError(BROKEN_IMAGE, "segment checksum mismatch")
+        raise Fail(UPGRADE_FAILED, "segment checksum mismatch")
     if hashed:
         digest = bytearray(_DIGEST_LEN)
         part.readblocks(end // SECTOR, digest, end % SECTOR)
         if sha.digest() != digest:
-            raise ImageError(BROKEN_IMAGE, "appended SHA-256 mismatch")
+            raise Fail(UPGRADE_FAILED, "appended SHA-256 mismatch")

@@ -13,10 +13,12 @@ _FORMAT = 1
 
 # Phases, in order. DOWNLOAD: bytes are going into the slot. VERIFIED: the package passed every
 # check and 101 went out; the switch may or may not have happened. SWITCHED: the new image or
-# application is set to run; only a confirmation after the reboot is left.
+# application is set to run; only a confirmation after the reboot is left. REPORT: the task
+# ended with "code", which the platform has not taken yet: the next cycle sends it first.
 DOWNLOAD = "download"
 VERIFIED = "verified"
 SWITCHED = "switched"
+REPORT = "report"
 
 # field -> type every journal must carry
 _FIELDS = (
@@ -43,6 +45,8 @@ def load(path=PATH):
 def _valid(state):
     if not isinstance(state, dict) or state.get("format") != _FORMAT:
         return False
+    if state.get("phase") == REPORT:  # made from what a task had: no more is sure
+        return type(state.get("token")) is str and type(state.get("code")) is int
     for name, kind in _FIELDS:
         value = state.get(name)
         # bool is an int subclass in CPython; keep the two apart either way

@@ -61,15 +61,15 @@ def recover():
     try:
         m = marker()
         if m is None:
-            if not _exists(APP) and _exists(APP + ".old"):
+            if not exists(APP) and exists(APP + ".old"):
                 os.rename(APP + ".old", APP)  # no marker, yet the app was moved away: put it back
             return None
         s = m["s"]
         if s == SWAP:
-            _forward(m)
+            forward(m)
         elif s == TRIAL or s == UNDO:
             print("sota: %s unconfirmed at reset: rollback" % m.get("v"))
-            _undo(m)
+            undo(m)
         return m["s"]
     except Exception as e:  # noqa: BLE001  (a boot never fails here)
         print("sota: recover:", repr(e))
@@ -98,7 +98,7 @@ def start():
         print("sota: %s failed to start: rollback" % m.get("v"))
         for name in [n for n in sys.modules if n not in loaded]:
             del sys.modules[name]
-        _undo(m)
+        undo(m)
         return _import()
     if m is not None:
         confirm()
@@ -140,7 +140,8 @@ def write_json(path, value):
     os.rename(side, path)
 
 
-def _exists(path):
+def exists(path):
+    """Whether a file or directory is at path."""
     try:
         os.stat(path)
         return True
@@ -153,26 +154,28 @@ def _mark(m, s):
     write_json(MARK, m)
 
 
-def _forward(m):
-    # marker says swap: app -> app.old (if there is an app), app.new -> app, then pending
+def forward(m):
+    """Carry out the swap marker m says is under way (state swap): app -> app.old (if there
+    is an app), app.new -> app, then pending. Each step is safe to repeat after a cut."""
     new = APP + ".new"
-    if _exists(new):
-        if _exists(APP):
+    if exists(new):
+        if exists(APP):
             os.rename(APP, APP + ".old")
         os.rename(new, APP)
     _mark(m, PENDING)
 
 
-def _undo(m):
-    # marker says undo: app -> app.bad, app.old -> app (if there was one), then failed
+def undo(m):
+    """Roll back the new application of marker m: app -> app.bad, app.old -> app (if there
+    was one), then failed. Each step is safe to repeat after a cut."""
     if m["s"] != UNDO:
         _mark(m, UNDO)
     old = APP + ".old"
     if not m.get("o"):  # a first install: nothing to go back to
-        if _exists(APP):
+        if exists(APP):
             os.rename(APP, APP + ".bad")
-    elif _exists(old):
-        if _exists(APP):
+    elif exists(old):
+        if exists(APP):
             os.rename(APP, APP + ".bad")
         os.rename(old, APP)
     _mark(m, FAILED)

@@ -98,7 +98,8 @@ class Auth:
         """Correct the clock from an HTTP Date header value; False if it was absent or bad."""
         if not date:
             return False
-        from onenet_ota import clock, drop
+        from onenet_ota import clock
+        from onenet_ota.codes import drop
 
         try:
             offset = clock.parse_date(date) - _unix()

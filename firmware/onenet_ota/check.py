@@ -1,17 +1,15 @@
-# The front half of a cycle: who the device is, what it runs, whether a task waits for it.
-# Updater.cycle() drops this module before a download or a confirmation, so nothing here may
-# outlive plan(): a task leaves as a plain dict (an object of a class from here would keep the
-# whole module in the heap through its methods).
+# The check phase: is there a task for this device, and can its data be trusted? The cycle
+# drops this module before a download or a confirmation, so nothing here may outlive a
+# call: a task leaves as a plain dict (an object of a class from here would keep the whole
+# module in the heap through its methods).
 from micropython import const
 
-from onenet_ota import journal, log
-from onenet_ota.api import PlatformError
+from onenet_ota.codes import Fail, IDLE, FETCH, DONE, DOWNLOAD_FAILED, UPGRADED
 
-FOTA = const(1)  # the `type` of endpoints 2 and 7: firmware
+FOTA = const(1)  # the `type` of a check: firmware
 SOTA = const(2)  # application files
 
 _KINDS = {FOTA: "fota", SOTA: "sota"}
-_INTERNAL = const(7)  # errno of the platform's own trouble: says nothing about the task
 
 
 class TaskError(ValueError):
@@ -34,28 +32,14 @@ def plain(s, most):
     return True
 
 
-# task field -> (name in the dict, type, default (None: required), longest if plain text)
-_FIELDS = (
-    ("token", "token", str, None, 128),  # goes into URL paths and queries: plain text only
-    ("target", "target", str, None, 20),
-    ("size", "size", int, None, 0),
-    ("md5", "md5", str, None, 0),
-    ("signal", "signal", int, 0, 0),
-    ("power", "power", int, 0, 0),
-    ("retry", "retry", int, 0, 0),
-    ("interval", "interval", int, 0, 0),
-    ("ipPort", "ip_port", str, "", 0),
-    ("type", "delta", int, 1, 0),
-)
-
-
-def task(d, kind):
-    """The data of endpoints 2 and 7, validated, as a dict with the _FIELDS names (delta:
-    True for a differential package) and kind ("fota" or "sota": which check offered it)."""
+def task(d, kind, fields):
+    """Task data as the platform sent it, validated, as a dict with the names of `fields`
+    (the platform's table, e.g. south.TASK; delta: True for a differential package) and kind
+    ("fota" or "sota": which check offered it)."""
     if type(d) is not dict:
         raise TaskError("task data is not an object")
     t = {"kind": kind}
-    for name, key, cls, default, most in _FIELDS:
+    for name, key, cls, default, most in fields:
         value = d.get(name, default)
         if type(value) is not cls or (most and not plain(value, most)):
             raise TaskError("task %s: %r" % (name, value), t.get("token"))
@@ -73,82 +57,38 @@ def task(d, kind):
     return t
 
 
-def _task(api, kind, path, none_errnos):
-    try:
-        data = api.call("GET", path)
-    except PlatformError as e:
-        # none_errnos None: any errno but 7 (check); else only those listed (tasking)
-        if e.errno != _INTERNAL if none_errnos is None else e.errno in none_errnos:
-            return None
-        raise
-    return task(data, _KINDS[kind]) if data else None
+def upgraded(platform, fields, running):
+    """The running firmware changed, yet no journal says why (the token was lost): the task
+    in progress tells whether this is its target. (DONE, task, 201) or (IDLE, None, None)."""
+    data = platform.in_progress(FOTA)
+    t = data and task(data, "fota", fields)
+    if not t or t["target"] != running:
+        return IDLE, None, None
+    return DONE, t, UPGRADED
 
 
-def check(api, kind, version, manuf, model, cdn):
-    """Endpoint 2: the open task of this kind, or None (any errno without data but 7: an
-    internal error says nothing about the task, and "no task" would drop its journal)."""
-    path = "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
-        api.dev_id, manuf, model, kind, version, "true" if cdn else "false")
-    return _task(api, kind, path, None)
-
-
-def tasking(api, kind, cdn):
-    """Endpoint 7: the task being downloaded or upgraded (after the token was lost)."""
-    return _task(api, kind, "/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (
-        api.dev_id, kind, "true" if cdn else "false"), (4, 12))
-
-
-def device_id(api, product_id, unique_id):
-    """Endpoint 9: the dev_id of the device with this unique id."""
-    data = api.call("GET", "/ota/devInfo?pid=%s&authInfo=%s" % (product_id, unique_id))
-    dev_id = data.get("dev_id") if type(data) is dict else None
-    if type(dev_id) is int:
-        dev_id = str(dev_id)
-    if type(dev_id) is not str or not dev_id.isdigit():
-        raise TaskError("devInfo gave no dev_id")
-    return dev_id
-
-
-def plan(up):
-    """What this cycle does: the result of failing a task that cannot be trusted or of
-    finding none; (task, journal entry or None) to download; (None, entry) to confirm the
-    upgrade the journal records (confirm.py, after this module left the heap)."""
-    api, cfg = up.api, up.cfg
-    if not api.dev_id:
-        dev_id = up.state.get("dev_id")
-        if not dev_id:
-            dev_id = device_id(api, cfg.product_id, cfg.unique_id)
-            up.remember("dev_id", dev_id)
-        api.dev_id = dev_id
-    entry = journal.load()
-    if entry and entry["phase"] != journal.DOWNLOAD:
-        return None, entry
-    reported = up.state.get("reported")
-    if reported != up.versions():
-        # not the first boot and the firmware changed: was it an upgrade?
-        if reported and reported.split("/")[0] != up.running:
-            from onenet_ota.confirm import lost_token
-
-            if lost_token(up):
-                return 201
-        up.report_version()
+def plan(platform, fields, entry, running, app, failed):
+    """What this cycle does: (FETCH, task, the journal entry to resume or None) or (IDLE,
+    None, None). A task that cannot be acted on, or that failed before for a lasting reason
+    (`failed`: [token, md5, code] of that one), raises Fail for it. entry: the journal of a
+    download, or None."""
     # firmware first: an application is built for the firmware it runs on
-    for kind, version in ((FOTA, up.running), (SOTA, up.app or "0")):
+    for kind, version in ((FOTA, running), (SOTA, app or "0")):
+        name = _KINDS[kind]
         try:
-            t = check(api, kind, version, cfg.manuf, cfg.model, cfg.cdn)
+            data = platform.check(kind, version)
+            t = data and task(data, name, fields)
         except TaskError as e:
             if not e.token:
                 raise  # no token to report against: the cycle ends with the reason
             # a task that cannot be acted on would be offered again and again: fail it
-            log("failed", 107, e)
-            journal.discard()
-            up.report_final(e.token, 107)
-            return 107
-        if entry and entry["kind"] == _KINDS[kind] and not (t and entry["token"] == t["token"]
-                                                             and entry["md5"] == t["md5"]
-                                                             and entry["size"] == t["size"]):
-            journal.discard()  # the journal's task is gone
-            entry = None
+            raise Fail(DOWNLOAD_FAILED, e, {"kind": name, "token": e.token})
+        if t and failed and [t["token"], t["md5"]] == failed[:2]:
+            raise Fail(failed[2], "this package failed before", t)
+        if entry and entry["kind"] == name and not (t and entry["token"] == t["token"] and entry["md5"] == t["md5"]
+                                                    and entry["size"] == t["size"]):
+            entry = None  # the journal's task is gone
         if t:
-            return t, entry if entry and entry["kind"] == t["kind"] else None
-    return None
+            return FETCH, t, entry if entry and entry["kind"] == name else None
+    return IDLE, None, None
+

@@ -1,6 +1,6 @@
 # Application (SOTA) updates: the bundle is staged in a file, unpacked into app.new with every
 # file checked, then swapped in (onenet_ota.sota_boot has the directory layout, the marker and
-# the boot side: recover, start, confirm, rollback).
+# the boot side: recover, start, confirm, the rollback).
 #
 # The bundle (made by `python -m tools package app`, or by hand: see the README):
 #   a POSIX ustar (or GNU) tar archive, optionally compressed:
@@ -32,47 +32,22 @@ import hashlib
 import os
 
 from onenet_ota import sota_boot as _b
+from onenet_ota.codes import Fail, NO_SPACE, WRONG_BUILD, BAD_MD5, UPGRADE_FAILED
 
 _SECTOR = const(4096)
 _BLOCK = const(512)
 _WBITS = const(12)  # the largest inflate window the device affords: 4 KiB
 _MAX_MANIFEST = const(16384)
-_NO_SPACE = const(102)
-_WRONG_VERSION = const(204)
-_BAD_HASH = const(205)
-_BAD = const(206)
 
 
-class SotaError(Exception):
-    """The bundle cannot become the application; `code` is the report code (102 the files do
-    not fit, 204 another version than the task's, 205 a SHA-256 mismatch, 206 the rest)."""
-
-    def __init__(self, code, why):
-        super().__init__(why)
-        self.code = code
-
-
-def _bad(why, code=_BAD):
-    return SotaError(code, why)
+# A bundle that cannot become the application raises Fail: 102 the files do not fit, 204
+# another version than the task's, 205 a SHA-256 mismatch, 206 the rest.
+def _bad(why, code=UPGRADE_FAILED):
+    return Fail(code, why)
 
 
 def bundle_path():
     return _b.APP + ".bundle"
-
-
-def pending():
-    """The version a swap put (or is putting) in place that has not confirmed yet, or None."""
-    m = _b.marker()
-    return m.get("v") if m and m["s"] in (_b.SWAP, _b.PENDING, _b.TRIAL) else None
-
-
-def rollback():
-    """Put the previous application back (from pending or trial). True if it was done."""
-    m = _b.marker()
-    if m and m["s"] in (_b.PENDING, _b.TRIAL, _b.UNDO):
-        _b._undo(m)
-        return True
-    return False
 
 
 def free():
@@ -136,7 +111,7 @@ def unpack(buf, target=None):
     """Unpack the staged bundle into app.new, checking every entry against the manifest;
     returns the new version. buf: scratch, a multiple of 512 bytes (the download's sector
     buffer). target: the task's version (another one in the manifest is 204). Raises
-    SotaError; app/ is never touched and a refused bundle leaves nothing behind. Call
+    Fail; app/ is never touched and a refused bundle leaves nothing behind. Call
     Stage.close() first."""
     tmp = _b.APP + ".tmp"
     discard(False)
@@ -170,7 +145,7 @@ def unpack(buf, target=None):
         os.rename(tmp, _b.APP + ".new")  # complete and verified: app.new exists from here on
         return v
     except OSError as e:
-        raise _bad("unpack: %r" % e, _NO_SPACE if e.errno == 28 else _BAD)
+        raise _bad("unpack: %r" % e, NO_SPACE if e.errno == 28 else UPGRADE_FAILED)
     finally:
         f.close()
         try:
@@ -325,9 +300,9 @@ def _extract(s, buf, tmp, target):
     if not ok:
         raise _bad("bad manifest.json (check it with `python -m tools package app`)")
     if target is not None and v != target:
-        raise _bad("version %s, target %s" % (v, target), _WRONG_VERSION)
+        raise _bad("version %s, target %s" % (v, target), WRONG_BUILD)
     if need > avail:
-        raise _bad("needs %d bytes, %d free" % (need, avail), _NO_SPACE)
+        raise _bad("needs %d bytes, %d free" % (need, avail), NO_SPACE)
     while True:
         head = _header(s, buf)
         if head is None:
@@ -347,7 +322,7 @@ def _extract(s, buf, tmp, target):
         sha = hashlib.sha256()
         _copy(s, buf, path, size, sha)
         if binascii.hexlify(sha.digest()).decode() != spec[1]:
-            raise _bad("%r: SHA-256 mismatch" % name, _BAD_HASH)
+            raise _bad("%r: SHA-256 mismatch" % name, BAD_MD5)
     for name in files:
         raise _bad("%r missing from the bundle" % name)
     return v
@@ -362,7 +337,7 @@ def swap():
     m = _b.marker()
     if m and m["s"] in (_b.SWAP, _b.PENDING):
         if m["s"] == _b.SWAP:
-            _b._forward(m)
+            _b.forward(m)
         return m["v"]
     if m and m["s"] in (_b.TRIAL, _b.UNDO):
         raise _bad("swap to %s undecided" % m.get("v"))
@@ -371,10 +346,10 @@ def swap():
     if v is None:
         raise _bad("nothing to swap in")
     finish()  # what an earlier swap left: app.old, app.bad
-    m = {"s": _b.SWAP, "v": v, "p": _b.version(), "o": _b._exists(app)}
+    m = {"s": _b.SWAP, "v": v, "p": _b.version(), "o": _b.exists(app)}
     _b.write_json(_b.MARK, m)
     _remove(bundle_path())
-    _b._forward(m)
+    _b.forward(m)
     return v
 
 

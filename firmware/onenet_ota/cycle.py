@@ -1,0 +1,171 @@
+# One OTA cycle, and the one place that decides: it sends a final code the platform has not
+# taken yet, confirms a pending upgrade, reports the versions, checks for a task, downloads
+# and checks it, and switches. The phases (check, confirm, download) return what is to be
+# done; only this module reports a task's final code, moves the journal from phase to phase
+# or discards it, and switches. Every task it ends ends in exactly one report code (or none,
+# when the platform ended it), and that code is in the journal until the platform took it.
+#
+# Each phase's module is imported when there is work for it and dropped before the next:
+# a boot that finds no task never loads the download.
+from micropython import const
+
+from onenet_ota import journal, fota, http
+from onenet_ota.codes import log, drop, Fail, ENDED, IDLE, FETCH, SWITCH, DONE, UPGRADED
+
+APP_MANIFEST = "app/manifest.json"
+STATE_PATH = "ota_state.json"  # the dev_id once looked up, the versions last reported, a lasting failure
+
+SWITCHING = const(1)  # what run() returns when a verified package boots next
+
+# codes that the same package would end in again: no download of it is tried twice
+_LASTING = (102, 204, 205, 206)
+
+
+class Cycle:
+    """battery() and signal() return the levels the task's `power` and `signal` thresholds
+    are compared with; progress(percent) sees the download advance. All are optional."""
+
+    def __init__(self, cfg, battery=None, signal=None, progress=None, buf=None):
+        # buf: chunk_size bytes allocated early (see onenet_ota.run), else allocated here
+        self.buf = buf or bytearray(cfg.chunk_size)
+        self.cfg = cfg
+        self.gauges = (battery, signal, progress)
+        from onenet_ota.south import South, TASK
+
+        self.platform = South(cfg, http.Client(timeout=cfg.timeout, cafile=cfg.ca_file or None))
+        self.fields = TASK
+        self.state = journal.read_json(STATE_PATH) or {}
+        self.chip, self.running = fota.running_build(self.buf)
+        if cfg.version:
+            self.running = cfg.version
+        self.app = None
+
+    def run(self):
+        """One cycle. Returns None (nothing to do), the code of the task it ended (0: the
+        platform ended it), or SWITCHING."""
+        task = None  # the task at work, which a Fail ends
+        try:
+            entry = journal.load()
+            if entry and entry["phase"] == journal.REPORT:
+                self._deliver(entry)  # before anything new: the platform waits for it
+                entry = None
+            # the application's version, from its manifest (onenet_ota.sota_boot.APP)
+            self.app = (journal.read_json(APP_MANIFEST) or {}).get("version")
+            if entry and entry["phase"] != journal.DOWNLOAD:
+                task = entry
+                action, a, b = self._confirm(entry)
+            else:
+                action, a, b = self._check(entry)
+                if entry and (action != FETCH or b is None):
+                    journal.discard()  # the journal's task is gone
+            if action == FETCH:
+                task = a
+                from onenet_ota.download import upgrade
+
+                try:
+                    action, a, b = upgrade(self.platform, a, b, self.buf, self.cfg, self.gauges, self.chip)
+                finally:
+                    del upgrade
+                    drop("download")  # the switch needs none of it
+                b["phase"] = journal.VERIFIED
+                journal.save(b)
+            if action == SWITCH:
+                return self._switch(a, b)
+            if action == DONE:
+                return self._end(a, b, "")
+            return None
+        except Fail as e:
+            return self._end(e.task or task, e.code, e)
+        finally:
+            self.platform.close()
+
+    def _check(self, entry):
+        from onenet_ota import check
+
+        try:
+            known = self.state.get("dev_id")
+            looked_up = self.platform.identify(known)
+            if looked_up:
+                self._remember("dev_id", looked_up)
+            reported = self.state.get("reported")
+            if reported != self._versions():
+                # not the first boot and the firmware changed: was it an upgrade?
+                if reported and reported.split("/")[0] != self.running:
+                    result = check.upgraded(self.platform, self.fields, self.running)
+                    if result[0] == DONE:
+                        return result
+                self._report_version()
+            return check.plan(self.platform, self.fields, entry, self.running, self.app, self.state.get("failed"))
+        finally:
+            del check
+            drop("check")  # its code leaves the heap before a download
+
+    def _confirm(self, entry):
+        from onenet_ota import confirm
+
+        try:
+            if entry["kind"] == "sota":
+                return confirm.application(entry, self.app)
+            return confirm.firmware(self.platform, entry, self.running)
+        finally:
+            del confirm
+            drop("confirm")
+
+    def _end(self, task, code, why):
+        """The task ends with `code`: kept in the journal until the platform took it."""
+        if code == ENDED:
+            log(why)
+            journal.discard()
+            return ENDED
+        if code != UPGRADED:
+            log("failed", code, why)
+        elif task["kind"] == "fota":
+            fota.confirm()  # keep the running image: no rollback at the next reset
+        entry = {"phase": journal.REPORT, "kind": task["kind"], "token": task["token"], "code": code,
+                 "md5": task.get("md5")}
+        journal.save(entry)
+        self._deliver(entry)
+        if code == UPGRADED:
+            self._report_version()
+            log("confirmed", self.running if task["kind"] == "fota" else self.app)
+        return code
+
+    def _deliver(self, entry):
+        """Report the code in the journal; a task the platform already ended is fine. A code
+        that the same package would end in again is remembered: it is not downloaded again."""
+        code = entry["code"]
+        try:
+            self.platform.report(entry, code)
+        except Fail as e:  # the platform ended the task itself
+            log("report", code, "not taken:", e)
+        if code in _LASTING and entry.get("md5"):
+            self._remember("failed", [entry["token"], entry["md5"], code])
+        journal.discard()
+
+    def _switch(self, boot, entry):
+        """Boot the slot (the firmware) or the swapped-in application next. The journal says
+        VERIFIED before and SWITCHED after: a cut between the two is finished at the next
+        boot, a rollback after SWITCHED is reported. boot: fota.Slot.switch or sota.swap."""
+        self.platform.close()  # nothing more to ask before the reset; its socket goes first
+        boot()
+        entry["phase"] = journal.SWITCHED
+        journal.save(entry)
+        log("switching to", entry["target"])
+        if self.cfg.reboot:
+            # only now: the switch is the peak of the heap (ESP-IDF validates the image)
+            from machine import reset
+
+            reset()
+        return SWITCHING
+
+    def _versions(self):
+        return "%s/%s" % (self.running, self.app or "")
+
+    def _remember(self, name, value):
+        self.state[name] = value
+        journal.write_json(STATE_PATH, self.state)
+
+    def _report_version(self):
+        self.app = (journal.read_json(APP_MANIFEST) or {}).get("version")
+        self.platform.report_version(self.running, self.app)
+        self._remember("reported", self._versions())

@@ -6,7 +6,7 @@ Every failure must end the same way: exactly the code expected in task.reports, 
 failed, nothing written to the boot selection (the board keeps running ota_0), no journal
 left behind, a line saying why in the device output, and no traceback.
 
-Battery, signal and MemoryError come from callbacks an application passes to the Updater:
+Battery, signal and MemoryError come from callbacks an application passes to onenet_ota.run():
 those tests install their own main.py (``app_main``) that does so.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from conftest import DEV_ID
+from conftest import DEV_ID, request_ranges
 from tools.device import RESET_EXIT
 from tools.esp_image import build_app_image
 
@@ -27,7 +27,7 @@ SLOT_SECTOR = 0x190000 // 4096  # first flash sector of ota_1
 SEQ_ERASED = 0xFFFFFFFF
 TBU, DOWNLOADING, UPGRADING, COMPLETED, FAILED = (
     "to-be-upgraded", "downloading", "upgrading", "completed", "failed")
-STOPPED = 0  # updater.STOPPED: the platform ended the task
+STOPPED = 0  # codes.ENDED: the platform ended the task
 
 
 # ---- helpers shared with test_fota_faults.py ------------------------------------------------------
@@ -130,7 +130,7 @@ def assert_upgraded(board, platform, task, package):
 
 APP_MAIN = '''\
 # main.py of an application that passes its own battery/signal/progress callbacks
-from onenet_ota import config, updater
+import onenet_ota
 
 
 def callback(name, values):
@@ -149,9 +149,8 @@ def callback(name, values):
     return call
 
 
-cfg = config.load()
-print("ota: result", updater.Updater(cfg, battery=callback("battery", %r),
-      signal=callback("signal", %r), progress=callback("progress", %r)).cycle())
+print("ota: result", onenet_ota.run(battery=callback("battery", %r),
+      signal=callback("signal", %r), progress=callback("progress", %r)))
 '''
 
 
@@ -172,11 +171,14 @@ def test_201_happy_path(board, platform):
     task = board.add_task(new, target="1.1")
     first = run(board)
     assert first.returncode == RESET_EXIT, first.output
-    assert platform.sequence() == ["version_report", "check", "token_check", "download", "progress",
-                                   "download", "progress", "download", "report"]
-    assert ranges(platform) == [(0, 65535), (65536, 131071), (131072, 196607)]
-    assert [r.status for r in downloads(platform)] == [206, 206, 206]
-    assert task.progress == [(30, 0), (60, 0)]
+    # every progress step is reported: a request ends at each step (rounded up to a sector)
+    # and at each fragment, whichever comes first
+    assert platform.sequence() == ["version_report", "check", "token_check"] + ["download", "progress"] * 9 \
+        + ["download", "report"]
+    stops = [20480, 40960, 61440, 81920, 98304, 118784, 139264, 159744, 180224, 196608]
+    assert ranges(platform) == [(a, b - 1) for a, b in zip([0] + stops, stops)]
+    assert [r.status for r in downloads(platform)] == [206] * 10
+    assert task.progress == [(step, 0) for step in range(10, 100, 10)]
     assert task.reports == [(101, 0)] and task.state == UPGRADING
     assert platform.connections == 1  # API calls and the download share one connection
     assert slot_holds(board, new)
@@ -249,11 +251,12 @@ def test_103_memory_error_during_the_download(board, platform):
 
 def test_104_read_times_out_without_retry(board, platform):
     board.install(timeout=1)
-    task = board.add_task(board.image("1.1"), target="1.1", retry=0)
+    new = board.image("1.1")
+    task = board.add_task(new, target="1.1", retry=0)
     platform.set_fault("stall-body", (100000, 3))
     result = run(board)
     assert_failed(board, result, task, 104, "timed out", history=[TBU, DOWNLOADING, FAILED])
-    assert ranges(platform) == [(0, 65535), (65536, 131071)]
+    assert ranges(platform) == [r for r in request_ranges(len(new)) if r[0] <= 100000]
 
 
 def test_105_battery_at_power_level(board, platform):
@@ -284,16 +287,17 @@ def test_gates_pass_just_above_the_levels(board, platform):
     assert result.returncode == RESET_EXIT, result.output
     assert calls(result.output, "battery") == ["21", "21"]  # before and after the download
     assert calls(result.output, "signal") == ["-79"]
-    assert calls(result.output, "progress") == ["None", "None"]  # 30 % and 60 %
+    assert calls(result.output, "progress") == ["None"] * 9  # every 10 %
     assert_upgraded(board, platform, task, new)
 
 
 def test_107_dropped_connection_without_retry(board, platform):
-    task = board.add_task(board.image("1.1"), target="1.1", retry=0)
+    new = board.image("1.1")
+    task = board.add_task(new, target="1.1", retry=0)
     platform.set_fault("drop", 100000)
     result = run(board)
     assert_failed(board, result, task, 107, "connection|body ended|closed", history=[TBU, DOWNLOADING, FAILED])
-    assert ranges(platform) == [(0, 65535), (65536, 131071)]
+    assert ranges(platform) == [r for r in request_ranges(len(new)) if r[0] <= 100000]
 
 
 # ---- 2xx: after the download --------------------------------------------------------------------
@@ -340,7 +344,7 @@ def test_205_corrupted_byte_on_the_wire(board, platform):
     platform.set_fault("corrupt", [5000, 150000])
     result = run(board)
     assert_failed(board, result, task, 205, "MD5 differs", history=[TBU, DOWNLOADING, FAILED])
-    assert len(downloads(platform)) == 3  # the whole package, once
+    assert len(downloads(platform)) == len(request_ranges(len(new)))  # the whole package, once
     assert "101" not in result.output
     assert_nothing_more(board, platform, task)
 
@@ -382,7 +386,8 @@ def test_207_retries_exhausted(board, platform):
     result = run(board)
     assert_failed(board, result, task, 207, "2 retries exhausted", history=[TBU, DOWNLOADING, FAILED])
     starts = [start for start, _ in ranges(platform)]
-    assert starts == [0, 28672, 86016]  # each resume at the sector boundary below the drop
+    # each resume at the sector boundary below the drop (28672, 86016); the third is one too many
+    assert starts == [0, 20480, 28672, 40960, 61440, 81920, 86016, 98304, 118784, 139264]
     assert platform.sequence().count("token_check") == 1
 
 

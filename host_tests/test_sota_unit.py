@@ -57,6 +57,7 @@ if cfg.get("heap"):
     gc.collect()
     print("HEAP", b - a, gc.mem_alloc() - b)
 from onenet_ota import sota, sota_boot
+from onenet_ota.codes import Fail
 import hashlib, binascii
 
 
@@ -95,13 +96,19 @@ def stage(path):
     print("staged", size, binascii.hexlify(h.digest()).decode())
 
 
+def pending():
+    # the version a swap put (or is putting) in place that has not confirmed yet, or None
+    m = sota_boot.marker()
+    return m.get("v") if m and m["s"] in (sota_boot.SWAP, sota_boot.PENDING, sota_boot.TRIAL) else None
+
+
 def step(op, *a):
     if op == "stage":
         stage(a[0])
     elif op == "unpack":
         try:
             print("unpack ok", sota.unpack(buf, *a))
-        except sota.SotaError as e:
+        except Fail as e:
             print("unpack err", e.code, e)
     elif op == "swap":
         print("swap", sota.swap())
@@ -139,11 +146,11 @@ def step(op, *a):
         # the fake's countdown of flash programs (-1 - programs so far): _writes, or w once compacted
         print("writes", -1 - getattr(esp32, "_writes", getattr(esp32, "w", 0)))
     elif op == "dump":
-        print("DUMP " + json.dumps({"state": sota_boot.state(), "pending": sota.pending(),
+        print("DUMP " + json.dumps({"state": sota_boot.state(), "pending": pending(),
                                     "version": sota_boot.version(), "app": tree("app"),
                                     "top": sorted(os.listdir())}))
     else:
-        getattr(sys.modules["onenet_ota." + ("sota" if op in ("finish", "discard", "rollback") else "sota_boot")], op)()
+        getattr(sys.modules["onenet_ota." + ("sota" if op in ("finish", "discard") else "sota_boot")], op)()
         print(op, "done")
 
 

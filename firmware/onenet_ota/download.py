@@ -183,7 +183,9 @@ class Stream:
             entry["written"] = at  # everything before `at` is in the slot
             journal.save(entry)
         percent = at * 100 // size
-        if percent - self.reported >= step and percent < 100:
+        # a server that ignored Range sends the whole package in one reply: the connection
+        # is busy until its end, so no step is reported in between
+        if percent - self.reported >= step and percent < 100 and not self.src.whole:
             # step 100 would move the task to upgrading, where 101 is refused: the verified
             # 101 report ends the download instead
             self.reported = percent // step * step
@@ -192,7 +194,7 @@ class Stream:
                 self.progress(self.reported)
             self.platform.progress(self.task, self.reported)
         stop = min(at + self.fragment, size)
-        nxt = self.reported + step
+        nxt = (percent // step + 1) * step  # the next step after `at`
         if nxt < 100:
             # the first byte of the next step, rounded up to a whole buffer
             b = (nxt * size + 99) // 100
@@ -211,6 +213,7 @@ class Range:
         self.task = task
         self.buf = buf
         self.resp = None
+        self.whole = False  # the open reply is a 200 of the whole package (Range ignored)
         self.retries = 0
 
     def read_into(self, buf, got, at, n, stop):
@@ -246,6 +249,7 @@ class Range:
         resp = self.platform.fetch(self.task, at, end)
         _accept(resp, self.task["size"], memoryview(self.buf)[got:], at, end)
         self.resp = resp
+        self.whole = resp.status == 200
         return resp
 
 

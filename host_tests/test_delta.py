@@ -1,7 +1,7 @@
 """Delta packages: firmware/onenet_ota/delta.py applies detools sequential patches (none,
 heatshrink 8/7, none inside zlib wbits <= 12, optionally behind esp_delta_ota's header) under
 the unix micropython, byte for byte; refuses every other format before it makes a byte; ends a
-corrupt or truncated patch in DeltaError; allocates nothing while it runs. And `python -m tools
+corrupt or truncated patch in codes.Fail; allocates nothing while it runs. And `python -m tools
 package delta` makes those packages.
 
 The device side runs a small driver (DRIVER below): the patch comes from a file through a
@@ -42,7 +42,8 @@ if cfg.get("py"):
     sys.modules["onenet_ota._deltav"] = sys  # no add/copy/unshrink there: delta.py falls back
 SECTOR = 4096
 buf = bytearray(SECTOR)
-import onenet_ota  # the package's own import is not delta's
+import onenet_ota  # the package's own import is not delta's, nor the floor's every cycle has
+from onenet_ota.codes import Fail
 if cfg.get("dev"):
     from onenet_ota import fota
     from onenet_ota.image import verify
@@ -118,7 +119,7 @@ def apply(patch_path):
             n = p.fill(buf)
         b = gc.mem_alloc()
         gc.enable()
-    except delta.DeltaError as e:
+    except Fail as e:
         gc.enable()
         src.close()
         return "error %d %s" % (e.code, e)
@@ -380,7 +381,7 @@ def test_new_image_larger_than_the_slot_is_102(work):
     assert all(r.startswith("error 102 new image of %d bytes" % len(new)) for r in results), results
 
 
-# ---- corrupt and truncated patches: DeltaError, never a hang or another exception
+# ---- corrupt and truncated patches: Fail, never a hang or another exception
 @pytest.mark.parametrize("compression", COMPRESSIONS)
 def test_truncated_and_trailing_data(work, compression):
     old, new = PAIRS["deletions"]

@@ -108,6 +108,7 @@ def test_delta_cut_by_power_restarts_the_patch(board, platform):
     assert cut.cut, cut.output
     settle(board)
     starts = [r.headers.get("range") for r in platform.requests if r.endpoint == "download"]
-    assert starts.count("bytes=0-%d" % (min(65536, len(patch)) - 1)) == 2, starts
+    # the patch is asked from its first byte again: the decoder's state is not saved
+    assert starts.count(starts[0]) == 2 and starts[0].startswith("bytes=0-"), starts
     assert board.device.slot_image("ota_1")[:len(new)] == new
     assert task.state == "completed"

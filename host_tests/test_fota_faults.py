@@ -20,7 +20,7 @@ import pytest
 from test_fota_codes import (COMPLETED, DOWNLOADING, SLOT_SECTOR, STOPPED, TBU, UPGRADING, assert_boot_untouched,
                              assert_failed, assert_no_journal, assert_upgraded, downloads, journal_exists,
                              ranges, result_of, run, slot_holds, JOURNAL)
-from tools.device import RESET_EXIT
+from sim.device import RESET_EXIT
 
 SECTOR = 4096
 

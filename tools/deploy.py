@@ -22,7 +22,7 @@ Exit status: 0 deployed and importable, 1 failure (the message says which step),
 """
 import argparse
 
-from tools.micropython import ARCHS
+from sim.micropython import ARCHS
 
 BOARD_FILES = ("boot.py", "main.py")
 CONFIG_NAME = "ota_config.json"

@@ -206,7 +206,7 @@ def window_fits(data: bytes, how: str) -> bool:
     the device has: MicroPython's deflate module, on the unix port. True when it is absent."""
     import tempfile
 
-    from tools import micropython
+    from sim import micropython
 
     try:
         micropython.executable()

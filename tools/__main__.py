@@ -16,7 +16,6 @@ COMMANDS = {
     "token": ("tools.token", "print an Authorization header for OneNET, to try the real platform with curl"),
     "bench": ("tools.bench", "measure download throughput against a raw-socket baseline, the heap floor, per-download counts"),
     "campaign": ("tools.campaign", "randomised fault and power-cut campaign: many upgrades, every invariant checked"),
-    "port": ("tools.port", "build MicroPython's unix port at the ESP32's word size (32-bit) for the memory tests"),
 }
 
 

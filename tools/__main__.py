@@ -22,7 +22,10 @@ COMMANDS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools",
-        description="Host tools for the OneNET OTA client for MicroPython.",
+        description="Host tools for the OneNET OTA client for MicroPython: a mock OneNET platform, "
+                    "packaging, deploy to a board, a demo, a benchmark and a fault campaign.",
+        epilog="`python -m tools <command> --help` gives the options of each command. Exit status: "
+               "the command's own (0 success; see its --help), 2 for a usage error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, (module, summary) in COMMANDS.items():

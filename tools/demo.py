@@ -14,6 +14,8 @@ Scenarios:
             as above
   corrupt   the platform flips one byte of the package: the device reports 205 (MD5),
             never switches, and keeps running 1.0
+  sota      an application (SOTA) upgrade instead: the bundle is staged, unpacked,
+            swapped in, started on trial and confirmed (201)
 
 Exit status: 0 when the scenario ended as expected, 1 when it did not, 2 for a usage error.
 """

@@ -1,7 +1,7 @@
 """``python -m tools package delta OLD.bin NEW.bin -o OUT``: a differential firmware package.
 
 Makes a detools "sequential" patch from OLD (the image the boards run now) to NEW and writes
-it in the form firmware/onenet_ota/delta.py applies while it downloads:
+it in the form the device's delta decoder applies while it downloads:
 
   zlib        (default) the uncompressed patch inside a zlib stream with a 512-byte window
               (wbits 9): the smallest, and inflated in C on the board

@@ -1,10 +1,10 @@
 """``python -m tools package fota FILE.bin --version V``: is this the right file to upload?
 
-Checks FILE as ESP-IDF checks an app image before it boots it, with esptool
-(sim/esp_image.py): magic 0xE9, the chip id (--chip), every segment, the XOR checksum,
-the appended SHA-256 digest, and the version in the app description, which must equal
---version (the target version of the OneNET task: a device refuses to keep an image whose
-version is not the target). It also checks that the image fits the OTA slot.
+Checks FILE as ESP-IDF checks an app image before it boots it, with esptool: magic 0xE9,
+the chip id (--chip), every segment, the XOR checksum, the appended SHA-256 digest, and the
+version in the app description, which must equal --version (the target version of the
+OneNET task: a device refuses to keep an image whose version is not the target). It also
+checks that the image fits the OTA slot.
 
 Then it prints the size and MD5 as OneNET shows them once the file is uploaded: compare
 them with the console before starting the task.

@@ -23,8 +23,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tools import firmware  # noqa: E402
-from tools.device import Device  # noqa: E402
-from tools.esp_image import build_app_image  # noqa: E402
+from sim.device import Device  # noqa: E402
+from sim.esp_image import build_app_image  # noqa: E402
 from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatform  # noqa: E402
 
 DEV_ID = "20001"

@@ -14,7 +14,7 @@ import subprocess
 import tty
 from pathlib import Path
 
-from tools import micropython
+from sim import micropython
 
 RAM_FS = """\
 import os

@@ -25,9 +25,9 @@ import zlib
 import pytest
 
 from conftest import REPO
-from tools import micropython
-from tools.device import Device
-from tools.esp_image import build_app_image
+from sim import micropython
+from sim.device import Device
+from sim.esp_image import build_app_image
 from tools.package_delta import ESP_HEADER_LEN, esp_header, make_patch
 
 IMPORT_BUDGET = 7 * 1024

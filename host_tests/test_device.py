@@ -1,9 +1,9 @@
-"""tools/device.py: the board runner and ESP-IDF's bootloader with app rollback."""
+"""sim/device.py: the board runner and ESP-IDF's bootloader with app rollback."""
 import pytest
 
-from tools.device import (ABORTED, CUT_EXIT, HARD_RESET, NEW, PENDING_VERIFY, PWRON_RESET,
+from sim.device import (ABORTED, CUT_EXIT, HARD_RESET, NEW, PENDING_VERIFY, PWRON_RESET,
                           RESET_EXIT, SECTOR, SOFT_RESET, SOFT_RESET_EXIT, VALID, Device)
-from tools.esp_image import build_app_image
+from sim.esp_image import build_app_image
 
 SWITCH = """
 import esp32, machine
@@ -150,7 +150,7 @@ def test_kill_when_reports_a_device_that_ended(device):
         running.kill_when("never", timeout=10)
 
 
-# ---- power cuts at a chosen point (cut=..., $FAKE_ESP32_CUT in fakes/esp32.py)
+# ---- power cuts at a chosen point (cut=..., $FAKE_ESP32_CUT in sim/board/esp32.py)
 
 OTA_1 = 0x190000
 OTADATA = 0xD000

@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from tools import micropython
+from sim import micropython
 
 
 def run_device(code, cases=None):

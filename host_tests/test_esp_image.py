@@ -1,10 +1,10 @@
-"""tools/esp_image.py: real ESP app images, and every way one can be refused."""
+"""sim/esp_image.py: real ESP app images, and every way one can be refused."""
 import struct
 
 import pytest
 from esptool.bin_image import LoadFirmwareImage
 
-from tools.esp_image import CHIPS, app_version, build_app_image, validate_app_image
+from sim.esp_image import CHIPS, app_version, build_app_image, validate_app_image
 
 SIZES = [64 * 1024, 300 * 1000, 1536 * 1024 - 4096]
 

@@ -2,8 +2,8 @@
 semantics of ports/esp32 and ESP-IDF. Each rule the rig enforces is also shown to fire."""
 import pytest
 
-from tools.device import HARD_RESET, NEW, PWRON_RESET, RESET_EXIT, SECTOR, Device, ota_entry
-from tools.esp_image import build_app_image
+from sim.device import HARD_RESET, NEW, PWRON_RESET, RESET_EXIT, SECTOR, Device, ota_entry
+from sim.esp_image import build_app_image
 
 OTA_1 = 0x190000
 VFS = 0x310000
@@ -336,7 +336,7 @@ print('not reached')
 
 
 def test_missing_device_dir_is_a_clear_error(tmp_path):
-    from tools import micropython
+    from sim import micropython
     env = {"FAKE_ESP32_DIR": ""}
     result = micropython.run(["-c", "import esp32"], env=env)
     assert result.returncode == 1 and "FAKE_ESP32_DIR" in result.stderr + result.stdout

@@ -17,8 +17,8 @@ import re
 import pytest
 
 from conftest import DEV_ID, request_ranges
-from tools.device import RESET_EXIT
-from tools.esp_image import build_app_image
+from sim.device import RESET_EXIT
+from sim.esp_image import build_app_image
 
 JOURNAL = "ota_journal.json"
 SLOT = "ota_1"

@@ -4,8 +4,8 @@ patch streams in, checks MD5 and the image, switches and confirms."""
 import pytest
 
 from conftest import OLD_VERSION
-from tools.device import RESET_EXIT
-from tools.esp_image import build_app_image
+from sim.device import RESET_EXIT
+from sim.esp_image import build_app_image
 from tools.package_delta import make_patch
 
 SIZE = 192 * 1024

@@ -21,7 +21,7 @@ from test_fota_codes import (COMPLETED, DOWNLOADING, SLOT_SECTOR, STOPPED, TBU, 
                              assert_failed, assert_no_journal, assert_upgraded, downloads, journal_exists,
                              ranges, result_of, run, slot_holds, JOURNAL)
 from conftest import request_ranges
-from tools.device import RESET_EXIT
+from sim.device import RESET_EXIT
 
 SECTOR = 4096
 

@@ -1,6 +1,6 @@
 """FOTA end to end: real micropython running boot.py/main.py and firmware/ on the fake ESP32,
 against the mock platform over loopback."""
-from tools.device import RESET_EXIT
+from sim.device import RESET_EXIT
 
 
 def test_happy_path(board, platform):

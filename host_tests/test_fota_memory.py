@@ -15,9 +15,10 @@ import shutil
 import pytest
 
 from conftest import DEV_ID, OLD_VERSION
-from tools import firmware, micropython
-from tools.device import Device
-from tools.esp_image import build_app_image
+from sim import micropython
+from sim.device import Device
+from sim.esp_image import build_app_image
+from tools import firmware
 from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatform
 from tools.package_delta import make_patch
 

@@ -23,7 +23,7 @@ import re
 import pytest
 
 from conftest import DEV_ID, request_ranges
-from tools.device import RESET_EXIT, SECTOR, VALID
+from sim.device import RESET_EXIT, SECTOR, VALID
 
 JOURNAL = "ota_journal.json"
 OTA_1 = 0x190000

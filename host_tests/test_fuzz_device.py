@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tools import micropython
+from sim import micropython
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -389,7 +389,7 @@ class Rig(dict):
 def cycle_rig(tmp_path_factory, compiled):
     from conftest import DEV_ID, OLD_VERSION, UNIQUE_ID
     from tools import firmware
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
     from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatform
 
     with MockPlatform(product_id=DEFAULT_PRODUCT_ID, access_key=DEFAULT_ACCESS_KEY) as mock:
@@ -407,7 +407,7 @@ def test_generated_task_data_through_the_cycle(data, cycle_rig):
     """The mock serves the generated fields (over a sound task) in check and tasking: one
     boot ends with `ota: result ...` or a flow error printed by main.py; a switch happens only
     when the data describes the real package."""
-    from tools.device import RESET_EXIT, Device
+    from sim.device import RESET_EXIT, Device
 
     rig = cycle_rig
     platform = rig["platform"]

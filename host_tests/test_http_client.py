@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tools import firmware, micropython
+from sim import micropython
+from tools import firmware
 
 # ---------------------------------------------------------------- a scripted raw-socket server
 

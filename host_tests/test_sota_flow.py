@@ -6,7 +6,7 @@ The bundle format, LittleFS and power cuts at every rename and marker write of u
 swap are covered under real micropython in test_sota_unit.py; here the whole flow runs."""
 import json
 
-from tools.device import RESET_EXIT
+from sim.device import RESET_EXIT
 from tools.mockplatform import SOTA
 from tools.package_app import build, manifest
 

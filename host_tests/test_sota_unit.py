@@ -30,8 +30,8 @@ import zlib
 import pytest
 
 from conftest import REPO
-from tools import micropython
-from tools.device import CUT_EXIT, Device
+from sim import micropython
+from sim.device import CUT_EXIT, Device
 from tools.package_app import BundleError, build, manifest, validate
 
 BOOT_BUDGET = 5632  # sota_boot as x64 .mpy, for boot.py and the running application (measured 4.0-5.0 KB: qstr pool growth)

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO
 from ptyboard import PtyBoard
-from tools import micropython
+from sim import micropython
 
 CONFIG = {"host": "192.168.1.10", "port": 8080, "product_id": "123456",
           "access_key": "bW9jay1vbmVuZXQtYWNjZXNzLWtleS0wMDAwMDAwMDA=", "device_id": "20001"}

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from tools.device import partition_table
-from tools.esp_image import HEADER_LEN, build_app_image
+from sim.device import partition_table
+from sim.esp_image import HEADER_LEN, build_app_image
 
 
 def package(*args):

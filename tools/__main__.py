@@ -16,14 +16,16 @@ COMMANDS = {
     "token": ("tools.token", "print an Authorization header for OneNET, to try the real platform with curl"),
     "bench": ("tools.bench", "measure download throughput against a raw-socket baseline, the heap floor, per-download counts"),
     "campaign": ("tools.campaign", "randomised fault and power-cut campaign: many upgrades, every invariant checked"),
-    "port": ("tools.port", "build MicroPython's unix port at the ESP32's word size (32-bit) for the memory tests"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools",
-        description="Host tools for the OneNET OTA client for MicroPython.",
+        description="Host tools for the OneNET OTA client for MicroPython: a mock OneNET platform, "
+                    "packaging, deploy to a board, a demo, a benchmark and a fault campaign.",
+        epilog="`python -m tools <command> --help` gives the options of each command. Exit status: "
+               "the command's own (0 success; see its --help), 2 for a usage error.",
     )
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name, (module, summary) in COMMANDS.items():

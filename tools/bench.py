@@ -101,7 +101,7 @@ def machine() -> dict:
     import platform
     import subprocess
 
-    from tools import micropython
+    from sim import micropython
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -218,8 +218,8 @@ def print_table(result):
 # ---- helpers: a device, a platform, a cycle ----------------------------------------------------
 
 def new_device(root, flash_mib=4, old_size=256 * 1024):
-    from tools.device import Device
-    from tools.esp_image import build_app_image
+    from sim.device import Device
+    from sim.esp_image import build_app_image
 
     return Device(root, image=build_app_image(OLD, old_size), flash_mib=flash_mib)
 
@@ -243,7 +243,7 @@ def install(device, platform, **config):
 
 def slot_sectors(device, label, size):
     """erase count of each sector of the first `size` bytes of partition `label`."""
-    from tools.device import SECTOR
+    from sim.device import SECTOR
 
     _, _, _, addr, _ = device._entry(label)
     counts = device.erase_counts()
@@ -254,7 +254,7 @@ def slot_sectors(device, label, size):
 def run_on(ctx, device, args, heapsize=None, lib=()):
     """micropython on the fake device: its flash, its directory, the compiled code (and
     `lib` before it) on the path."""
-    from tools import micropython
+    from sim import micropython
 
     return micropython.run(args, heapsize=heapsize, path=micropython.micropypath(*lib, ctx.compiled()),
                            env={"FAKE_ESP32_DIR": str(device.root)}, cwd=str(device.fs), timeout=120)
@@ -283,7 +283,7 @@ def full_cycle(ctx, package, heapsize=None, flash_mib=4, main=None, faults=(), c
     platform's view, the device."""
     import shutil
 
-    from tools.device import RESET_EXIT
+    from sim.device import RESET_EXIT
 
     root = ctx.fresh("cycle")
     device = new_device(root, flash_mib)
@@ -411,7 +411,7 @@ for name in FIRST.split(","):
 def throughput(ctx):
     import os
 
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
 
     size = 256 * 1024 if ctx.quick else 1024 * 1024
     package = build_app_image(NEW, size)
@@ -590,7 +590,7 @@ SIZES = ((64 * 1024, 4, "64 KiB"), (1024 * 1024, 4, "1 MiB"), (4 * 1024 * 1024, 
 
 @row("heap")
 def heap(ctx):
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
 
     out = []
     # the import cost, with the fake esp32 and machine imported first (built in on a board)
@@ -680,7 +680,7 @@ def download_ranges(requests):
 
 @row("download")
 def per_download(ctx):
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
 
     size = 192 * 1024 if ctx.quick else 1024 * 1024
     package = build_app_image(NEW, size)
@@ -800,7 +800,7 @@ def delta_apply(ctx):
     import hashlib
     import json
 
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
     from tools.package_delta import make_patch
 
     size = 256 * 1024 if ctx.quick else 1024 * 1024
@@ -922,7 +922,7 @@ def sota_unpack(ctx):
     file, the files written) on LittleFS over the fake flash: MB/s of files written."""
     import json
 
-    from tools.device import Device
+    from sim.device import Device
     from tools.package_app import build
 
     total = 256 * 1024 if ctx.quick else 1024 * 1024

@@ -176,8 +176,8 @@ def run_one(seed, index, work, mpy, verbose=False):
 
 def _run(sched, root, mpy, verbose):
     from tools import firmware
-    from tools.device import Device
-    from tools.esp_image import build_app_image
+    from sim.device import Device
+    from sim.esp_image import build_app_image
     from tools.mockplatform import MockPlatform
 
     old = build_app_image(OLD, 64 * 1024)
@@ -217,7 +217,7 @@ def _run(sched, root, mpy, verbose):
                 break
         check(settled, "not settled after %d boots without faults" % SETTLE_BOOTS)
         outcome = _check_end(device, platform, task, old, new)
-        from tools.device import CUT_EXIT
+        from sim.device import CUT_EXIT
 
         return {"outcome": outcome, "boots": boots,
                 "cuts": sum(1 for b in log if b["rc"] == CUT_EXIT), "kills": sum(1 for b in log if b["rc"] == -9)}
@@ -304,7 +304,7 @@ def _boot(device, mpy, power, killer, platform):
 
 
 def _check_boot(device, old, new, out):
-    from tools.device import CUT_EXIT, RESET_EXIT
+    from sim.device import CUT_EXIT, RESET_EXIT
 
     check(out["slot"] is not None, "bricked: the bootloader found nothing to boot")
     check(not out["hung"], "the device hung (killed after 60 s)")
@@ -321,7 +321,7 @@ def _check_boot(device, old, new, out):
 
 
 def _check_end(device, platform, task, old, new):
-    from tools.device import VALID
+    from sim.device import VALID
 
     check(not platform.errors, "the mock platform failed: %r" % platform.errors)
     check(device.corruptions() == [], "NOR violations: %s" % device.corruptions()[:5])

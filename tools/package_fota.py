@@ -1,10 +1,10 @@
 """``python -m tools package fota FILE.bin --version V``: is this the right file to upload?
 
-Checks FILE as ESP-IDF checks an app image before it boots it, with esptool
-(tools/esp_image.py): magic 0xE9, the chip id (--chip), every segment, the XOR checksum,
-the appended SHA-256 digest, and the version in the app description, which must equal
---version (the target version of the OneNET task: a device refuses to keep an image whose
-version is not the target). It also checks that the image fits the OTA slot.
+Checks FILE as ESP-IDF checks an app image before it boots it, with esptool: magic 0xE9,
+the chip id (--chip), every segment, the XOR checksum, the appended SHA-256 digest, and the
+version in the app description, which must equal --version (the target version of the
+OneNET task: a device refuses to keep an image whose version is not the target). It also
+checks that the image fits the OTA slot.
 
 Then it prints the size and MD5 as OneNET shows them once the file is uploaded: compare
 them with the console before starting the task.
@@ -25,7 +25,7 @@ BOOTLOADER_OFFSET = {"esp32": 0x1000, "esp32s2": 0x1000}  # 0x0 on the later chi
 
 
 def configure(parser: argparse.ArgumentParser):
-    from tools.esp_image import CHIPS
+    from sim.esp_image import CHIPS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.description = __doc__.split("\n", 2)[2].strip()
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser):
 
 def combined_image(data: bytes, chip: str):
     """(why, app offset or None) if `data` looks like a whole-flash image, else None."""
-    from tools.device import TABLE_MAX, TYPE_APP, parse_partition_table
+    from sim.device import TABLE_MAX, TYPE_APP, parse_partition_table
 
     for base in sorted({BOOTLOADER_OFFSET.get(chip, 0), 0, 0x1000}):
         at = TABLE_OFFSET - base
@@ -71,7 +71,7 @@ def main(args) -> int:
     import sys
     from pathlib import Path
 
-    from tools.esp_image import CHIPS, CHIP_NAMES, validate_app_image
+    from sim.esp_image import CHIPS, CHIP_NAMES, validate_app_image
     from tools.mockplatform.state import valid_version
 
     name = Path(args.file).name

@@ -1,10 +1,10 @@
 """``python -m tools package mip``: package.json for MicroPython's package manager.
 
-``mpremote mip install github:OWNER/REPO`` (or ``mip.install(...)`` on a board online) reads
+`mpremote mip install github:OWNER/REPO` (or `mip.install(...)` on a board online) reads
 package.json at the root of the repository and installs each file it lists into the board's
-/lib: here every module of firmware/onenet_ota, as source (for compiled .mpy on a board, use
-``python -m tools deploy``). This command writes package.json from the modules that exist and
-the package's ``__version__``; ``--check`` only says whether package.json is up to date.
+/lib: here every file of the OTA client (onenet_ota), as source (for compiled .mpy on a
+board, use `python -m tools deploy`). This command writes package.json from the client's
+files and its version (`__version__`); --check only says whether package.json is up to date.
 
 Exit status: 0 written (or up to date), 1 package.json is out of date (--check), 2 usage.
 """

@@ -1,9 +1,12 @@
 """``python -m tools serve``: the mock OneNET platform standalone, for a board on the LAN.
 
-Builds one device and (unless ``--no-task``) one upgrade task from the flags, prints what the
+Builds one device and (unless --no-task) one upgrade task from the flags, prints what the
 board's configuration needs (host, port, product id, access key, device id, manuf/model),
 then serves until Ctrl-C (or SIGTERM), printing one line per request and per task state
-change. Without ``--package`` the task serves a generated package of ``--size`` bytes.
+change. Without --package the task serves a generated package of --size bytes.
+
+Exit status: 0 stopped by Ctrl-C or SIGTERM, 1 could not serve (e.g. the port is taken, a
+certificate or the package cannot be read), 2 usage (e.g. a malformed --fault).
 """
 import argparse
 
@@ -116,23 +119,27 @@ def main(args) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
 
-    context = None
-    if args.certfile:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
-    platform = MockPlatform(args.product_id, args.access_key, host=args.host, port=args.port,
-                            ssl_context=context, token_lifetime=args.token_lifetime,
-                            log=None if args.quiet else say)
-    device = platform.add_device(args.device_id, unique_id=args.unique_id, manuf=args.manuf,
-                                 model=args.model, f_version=args.f_version,
-                                 s_version=args.s_version, name=args.device_name, key=args.device_key)
-    if not args.no_task:
-        from pathlib import Path
-        package = Path(args.package) if args.package else _generated_package(args.size)
-        platform.add_task(device.dev_id, package, args.target, ota_type=SOTA if args.sota else FOTA,
-                          package_type=2 if args.delta else 1, retry=args.retry,
-                          interval=args.interval, signal=args.signal, power=args.power,
-                          ip_port=args.ip_port)
+    try:  # a certificate or a package that cannot be read
+        context = None
+        if args.certfile:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.certfile, args.keyfile)
+        platform = MockPlatform(args.product_id, args.access_key, host=args.host, port=args.port,
+                                ssl_context=context, token_lifetime=args.token_lifetime,
+                                log=None if args.quiet else say)
+        device = platform.add_device(args.device_id, unique_id=args.unique_id, manuf=args.manuf,
+                                     model=args.model, f_version=args.f_version,
+                                     s_version=args.s_version, name=args.device_name, key=args.device_key)
+        if not args.no_task:
+            from pathlib import Path
+            package = Path(args.package) if args.package else _generated_package(args.size)
+            platform.add_task(device.dev_id, package, args.target, ota_type=SOTA if args.sota else FOTA,
+                              package_type=2 if args.delta else 1, retry=args.retry,
+                              interval=args.interval, signal=args.signal, power=args.power,
+                              ip_port=args.ip_port)
+    except OSError as error:
+        print("serve: %s" % error, file=sys.stderr)
+        return 1
     try:
         for fault in args.fault:
             name, _, arg = fault.partition("=")
@@ -140,7 +147,11 @@ def main(args) -> int:
     except ValueError as error:
         print("serve: --fault %s: %s" % (fault, error), file=sys.stderr)
         return 2
-    platform.start()
+    try:
+        platform.start()
+    except OSError as error:  # e.g. the port is taken
+        print("serve: %s" % error, file=sys.stderr)
+        return 1
     host = _lan_address() if args.host in ("0.0.0.0", "") else platform.host
     say("mock OneNET platform listening on %s (%s)" % (platform.url, "TLS" if context else "plain HTTP"))
     say("device configuration: host=%s port=%d tls=%s product_id=%s access_key=%s dev_id=%s "

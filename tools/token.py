@@ -1,9 +1,9 @@
 """``python -m tools token``: an Authorization header for OneNET, to try the real platform by hand.
 
-Prints the header value alone on stdout (so ``AUTH=$(python -m tools token ...)`` works in a
+Prints the header value alone on stdout (so `AUTH=$(python -m tools token ...)` works in a
 script), and on stderr when it expires and an example curl command. The signature is
 OneNET's: base64(HMAC-<method>(base64decode(access key), et \\n method \\n res \\n version)),
-with every value URL-encoded (tools/onenet_auth.py).
+with every value URL-encoded.
 
 The access key may come from $ONENET_ACCESS_KEY instead of --access-key, to keep it out of
 the shell history.

@@ -2,7 +2,7 @@
 #
 # A reset cannot unwind a real chip, so the fake ends the process at once with an exit
 # code per kind of reset, after recording the cause of the coming boot in the device dir
-# ("reset_next"); the host (tools/device.py) hands it back through "bootinfo".
+# ("reset_next"); the host (sim/device.py) hands it back through "bootinfo".
 #   reset()       exit 99 (RESET_EXIT),      next reset_cause() HARD_RESET
 #   deepsleep()   exit 98 (DEEPSLEEP_EXIT),  next reset_cause() DEEPSLEEP_RESET
 #   soft_reset()  exit 97 (SOFT_RESET_EXIT), next reset_cause() SOFT_RESET (no bootloader run)

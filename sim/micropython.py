@@ -1,4 +1,4 @@
-"""Run the unix port of MicroPython with the firmware and the fakes on its path.
+"""Run the unix port of MicroPython with the firmware and the board (sim/board/) on its path.
 
 Used by the tests, the demo and the bench alike, so that every one of them runs the device
 code the same way: ``MICROPYPATH`` replaces the whole path (frozen modules included), so
@@ -12,7 +12,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
-FAKES = REPO / "host_tests" / "fakes"
+BOARD = Path(__file__).resolve().parent / "board"  # esp32, machine, network, _board, ...
 
 
 def executable() -> str:
@@ -58,9 +58,9 @@ def host() -> dict:
 
 
 def micropypath(*extra) -> str:
-    """The device path: extra dirs first (e.g. compiled .mpy), then firmware/, the fakes, frozen.
+    """The device path: extra dirs first (e.g. compiled .mpy), then firmware/, sim/board/, frozen.
     A build with the package frozen in runs that: firmware/ is left out."""
-    parts = [str(p) for p in extra] + [str(FIRMWARE)] * (not host()["frozen"]) + [str(FAKES), ".frozen"]
+    parts = [str(p) for p in extra] + [str(FIRMWARE)] * (not host()["frozen"]) + [str(BOARD), ".frozen"]
     return os.pathsep.join(parts)
 
 

@@ -15,7 +15,7 @@ A device is a directory:
 
 ``Device.boot()`` is a reset: the bootloader (ESP-IDF's, with app rollback enabled, as in
 MicroPython's OTA builds) picks the slot, then the unix ``micropython`` runs the board
-runner ``host_tests/fakes/_board.py`` (boot.py then main.py) with the fakes on its path.
+runner ``sim/board/_board.py`` (boot.py then main.py) with sim/board/ on its path.
 """
 from __future__ import annotations
 
@@ -29,15 +29,15 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools import micropython
-from tools.esp_image import CHIPS, validate_app_image
+from sim import micropython
+from sim.esp_image import CHIPS, validate_app_image
 
-# exit codes of the fake machine module (host_tests/fakes/machine.py)
+# exit codes of the fake machine module (sim/board/machine.py)
 RESET_EXIT = 99        # machine.reset()
 DEEPSLEEP_EXIT = 98    # machine.deepsleep()
 SOFT_RESET_EXIT = 97   # machine.soft_reset()
 WDT_EXIT = 96          # a starved machine.WDT
-# a power cut by the fake esp32 at the point $FAKE_ESP32_CUT names (host_tests/fakes/esp32.py):
+# a power cut by the fake esp32 at the point $FAKE_ESP32_CUT names (sim/board/esp32.py):
 # the process dies by SIGUSR1, told apart from a SIGKILL from outside (-9)
 CUT_EXIT = -signal.SIGUSR1
 CUT_PATTERN = re.compile(r"(writes|erases)=[1-9][0-9]*(:[0-9]+)?|(set_boot|mark_valid)(=(before|erased|after))?")
@@ -382,7 +382,7 @@ class Device:
         cut: where the power dies in this run (``result.cut`` then holds): ``"writes=N[:K]"``
         inside the Nth flash program after K of its bytes, ``"erases=N[:K]"`` inside the Nth
         sector erase after K of its bytes, ``"set_boot=before|erased|after"`` or
-        ``"mark_valid=..."`` around the otadata rewrite of those calls (fakes/esp32.py)."""
+        ``"mark_valid=..."`` around the otadata rewrite of those calls (sim/board/esp32.py)."""
         slot, rolled_back, cause, log = self.bootloader()
         if slot is None:
             return BootResult(None, "", None, cause, rolled_back, True, log)

@@ -10,7 +10,7 @@
 # sector to 0xFF and is counted in erase_counts.bin (one little-endian u16 per sector).
 #
 # Power cuts at a chosen point, from $FAKE_ESP32_CUT (read once, at import). The power dies
-# by SIGUSR1 (tools.device.CUT_EXIT): no finally clause, no flush, nothing after it runs.
+# by SIGUSR1 (sim.device.CUT_EXIT): no finally clause, no flush, nothing after it runs.
 #   writes=N[:K]  inside the Nth flash program of this run (every _write: writeblocks, the
 #                 otadata entries), after its first K bytes (default 0) reached the flash
 #   erases=N[:K]  inside the Nth sector erase of this run, after the first K bytes of the

@@ -542,6 +542,31 @@ def heap(ctx):
     return out
 
 
+@row("heap")
+def loop_allocations(ctx):
+    """What the download loop allocates between two sector writes, with the collector off
+    (bench_device/watch_main.py), away from the boundaries: a boundary (a new Range request,
+    the journal saved, a progress report) may allocate, the sectors between them must not."""
+    from tools.esp_image import build_app_image
+
+    size = 192 * 1024 if ctx.quick else 1024 * 1024
+    run = full_cycle(ctx, build_app_image(NEW, size), heapsize="16m", main=device_script("watch_main").read_text())
+    lines = [ln for ln in run["first"].output.splitlines() if ln.startswith("bench steps ")]
+    if not run["ok"] or not lines:
+        raise RuntimeError("the watched cycle failed:\n%s" % run["first"].output[-2000:])
+    steps = [int(v) for v in lines[0][len("bench steps "):].strip("[]").split(",") if v.strip()]
+    # step i: from sector write i to write i+1, the read of sector i+1 in between; a request
+    # from byte a starts at a boundary, which that read of sector a // 4096 crosses
+    boundaries = {a // 4096 for a, _ in download_ranges(run["download_requests"]) if a}
+    inner = [s for i, s in enumerate(steps) if i + 1 not in boundaries]
+    at = [s for i, s in enumerate(steps) if i + 1 in boundaries]
+    return [figure("heap.loop_allocations", "download loop: bytes allocated between two sector writes (max)",
+                   max(inner), "B", "0", len(inner) > 0 and max(inner) == 0,
+                   note="the collector off, %d KiB package: %d sector writes away from a boundary; the %d at a "
+                   "boundary (Range request, journal, progress) allocate up to %d B" % (
+                       size // 1024, len(inner), len(at), max(at) if at else 0))]
+
+
 def live_heap(ctx, key, label, package, heapsize, flash_mib, fragment, delta=False):
     """The live heap at the progress callbacks (between Range fragments), the most of them:
     small fragments and 5 % steps give a few samples even for a small package; for a delta

@@ -77,3 +77,28 @@ def test_a_row_is_one_function(tmp_path):
         assert result["rows"][0]["group"] == "extra"
     finally:
         bench.ROWS.remove(("extra", extra))
+
+
+def test_batch_work_directory_and_close(tmp_path, capsys):
+    """tools.batch, the close bench and campaign share: a temporary work directory goes when
+    the block ends (even by an exception), a --keep one stays; the result is shown, written as
+    JSON, and the exit status says whether it failed."""
+    from tools import batch
+
+    with batch.workdir(None, "bench-test-") as work:
+        (work / "f").write_text("x")
+    assert not work.exists()
+    try:
+        with batch.workdir(None, "bench-test-") as work:
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert not work.exists()
+    kept = tmp_path / "kept" / "deeper"
+    with batch.workdir(str(kept), "bench-test-") as work:
+        assert work == kept and work.is_dir()
+    assert kept.is_dir()
+    out = tmp_path / "r.json"
+    assert batch.finish({"a": 1}, lambda r: print("shown", r["a"]), str(out), failed=False) == 0
+    assert json.loads(out.read_text()) == {"a": 1} and "shown 1" in capsys.readouterr().out
+    assert batch.finish({"a": 2}, lambda r: None, None, failed=True) == 1

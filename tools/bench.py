@@ -73,29 +73,18 @@ def configure(parser: argparse.ArgumentParser):
 
 
 def main(args) -> int:
-    import shutil
     import sys
-    import tempfile
-    from pathlib import Path
+
+    from tools import batch
 
     groups = dict.fromkeys(g for g, _ in ROWS)
     for g in args.only:
         if g not in groups:
             print("bench: --only %s: one of %s" % (g, ", ".join(groups)), file=sys.stderr)
             return 2
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="onenet-ota-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with batch.workdir(args.keep, "onenet-ota-bench-") as work:
         result = run(args, work)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print_table(result)
-    if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return 0 if not any(r.get("error") for r in result["rows"]) else 1
+    return batch.finish(result, print_table, args.json, any(r.get("error") for r in result["rows"]))
 
 
 # ---- the machine, the run ----------------------------------------------------------------------

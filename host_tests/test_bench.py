@@ -20,9 +20,9 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
     for r in result["rows"]:
         assert {"name", "label", "value", "unit", "group"} <= set(r), r
         assert not r.get("error"), r
-    for name in ("throughput.baseline", "throughput.device", "throughput.ratio",
-                 "throughput.ratio_onefragment", "heap.import_package", "heap.import_download_path",
-                 "heap.floor.65536", "heap.live.65536"):
+    for name in ("throughput.baseline", "throughput.device", "throughput.ratio", "throughput.ratio_onefragment",
+                 "throughput.ratio_nosteps", "throughput.ratio_upgrade", "heap.import_package",
+                 "heap.import_download_path", "heap.floor.65536", "heap.live.65536"):
         assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
     # delta: apply MB/s (from a file and from memory), the ratio to the download, the patch size
     for how in ("zlib", "heatshrink", "none"):
@@ -36,6 +36,9 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
         assert rows[name]["group"] == "sota" and rows[name]["unit"] == "MB/s", rows[name]
         assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
         assert rows[name]["bundle_bytes"] > 0
+    # the download path as a download now loads it; nothing allocated between sector writes
+    assert ".cycle" in rows["heap.import_download_path"]["note"] and ".south" in rows["heap.import_download_path"]["note"]
+    assert rows["heap.loop_allocations"]["value"] == 0 and rows["heap.loop_allocations"]["ok"], rows["heap.loop_allocations"]
     # the counts: one connection, one token check, each sector erased once, at most a sector again
     assert rows["download.connections"]["value"] == 1
     assert rows["download.token_checks"]["value"] == 1

@@ -337,7 +337,7 @@ def throughput(ctx):
     device.bootloader()  # the fake esp32 learns the running slot from it
     script = device_script("throughput")
     platform = new_platform()
-    times = {"baseline": [], "device": [], "onefragment": [], "upgrade": []}
+    times = {"baseline": [], "device": [], "onefragment": [], "nosteps": [], "upgrade": []}
     names = list(times)
     try:
         task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
@@ -350,7 +350,7 @@ def throughput(ctx):
             raise RuntimeError("mock platform: %r" % platform.errors)
     finally:
         platform.stop()
-    base, dev, one, whole = (median(times[name]) for name in names)
+    base, dev, one, nosteps, whole = (median(times[name]) for name in names)
     mbs = lambda us: size / us  # bytes per microsecond = MB/s  # noqa: E731
     ratio = base / dev
     ratios = sorted(b / d for b, d in zip(times["baseline"], times["device"]))
@@ -368,6 +368,9 @@ def throughput(ctx):
         figure("throughput.ratio_onefragment", "device / baseline, the package in one Range request",
                round(base / one, 3), "", note="the same code with fragment_size >= the package and "
                "progress_step 100: no boundary (request round trip, journal save, progress report) inside"),
+        figure("throughput.ratio_nosteps", "device / baseline, %d KiB fragments, no progress step" % (FRAGMENT // 1024),
+               round(base / nosteps, 3), "", note="progress_step 100: a boundary at each fragment only; every "
+               "progress step is a boundary too (a Range request of its own, a journal save, the report)"),
         figure("throughput.ratio_upgrade", "device / baseline, the whole download phase (download.upgrade)",
                round(base / whole, 3), "", note="%.2f MB/s; the gates, the token check and the loop, then "
                "the image check (image.verify reads the slot again) and the 101 report" % mbs(whole)),

@@ -2,7 +2,8 @@
 # slot with the same buffer, in the same micropython. "device" is download.Stream (Range
 # requests on one kept-alive http.Client, MD5 as the bytes pass, the journal and a progress
 # report at each boundary) read by the loop download.upgrade runs; "onefragment" the same in
-# one Range request (fragment_size >= the package, progress_step 100: no boundary inside); "upgrade" is the whole
+# one Range request (fragment_size >= the package, progress_step 100: no boundary inside),
+# "nosteps" in fragments with no progress step (progress_step 100: a boundary per fragment); "upgrade" is the whole
 # download phase, download.upgrade (the gates, the token check, the loop, the image check,
 # the 101 report). The platform is a stand-in whose fetch() is the real Range request.
 # argv: host port token size md5 fragment_size runs (comma separated, in that order)
@@ -98,7 +99,8 @@ def upgrade():
     journal.discard()
 
 
-FUNCTIONS = {"baseline": baseline, "device": device, "onefragment": lambda: device(SIZE, 100), "upgrade": upgrade}
+FUNCTIONS = {"baseline": baseline, "device": device, "onefragment": lambda: device(SIZE, 100),
+             "nosteps": lambda: device(FRAGMENT, 100), "upgrade": upgrade}
 for name in RUNS.split(","):
     fn = FUNCTIONS[name]
     gc.collect()

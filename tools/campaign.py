@@ -427,8 +427,9 @@ def print_summary(summary):
     print("campaign seed %d: %d runs, %d boots (%d power cuts and %d kill -9 landed), %.1f s on %d workers" % (
         summary["seed"], summary["runs"], summary["boots"], summary["power_cuts"], summary["kills"],
         summary["seconds"], summary["jobs"]))
+    width = max(map(len, summary["outcomes"]), default=0)
     for outcome, count in summary["outcomes"].items():
-        print("  %-16s %5d" % (outcome, count))
+        print("  %-*s %5d" % (width, outcome, count))
     if not summary["failures"]:
         print("every run held every invariant")
         return

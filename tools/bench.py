@@ -489,9 +489,12 @@ def heap(ctx):
     out.append(figure("heap.import_package", "import onenet_ota (the package)", package, "B"))
     out.append(figure("heap.import_http", "import onenet_ota.http", http_cost, "B"))
     modules = [ln.split()[2] for ln in lines if ln.startswith("bench modules")]
+    each = {ln.split()[2]: int(ln.split()[3]) for ln in lines if ln.startswith("bench module ")}
     out.append(figure("heap.import_download_path", "import the download path (cycle, south, download, ...)",
-                      path, "B", note="onenet_ota.%s; the fake esp32 + machine cost %d B more; on a board they "
-                      "are built in" % (", .".join(modules[0].split(",")) if modules else "?", fakes)))
+                      path, "B", note="onenet_ota.%s; each, http first, then in this order: %s; the fake esp32 + "
+                      "machine cost %d B more; on a board they are built in" % (
+                          ", .".join(modules[0].split(",")) if modules else "?",
+                          ", ".join("%s %d" % kv for kv in each.items()), fakes), modules=each))
 
     # the baseline: what a bare download into the slot needs, measured the same way
     base_size = SIZES[0][0] if ctx.quick else SIZES[1][0]

@@ -20,9 +20,9 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
     for r in result["rows"]:
         assert {"name", "label", "value", "unit", "group"} <= set(r), r
         assert not r.get("error"), r
-    for name in ("throughput.baseline", "throughput.device", "throughput.ratio",
-                 "throughput.ratio_onefragment", "heap.import_package", "heap.import_download_path",
-                 "heap.floor.65536", "heap.live.65536"):
+    for name in ("throughput.baseline", "throughput.device", "throughput.ratio", "throughput.ratio_onefragment",
+                 "throughput.ratio_nosteps", "throughput.ratio_upgrade", "heap.import_package",
+                 "heap.import_download_path", "heap.floor.65536", "heap.live.65536"):
         assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
     # delta: apply MB/s (from a file and from memory), the ratio to the download, the patch size
     for how in ("zlib", "heatshrink", "none"):
@@ -36,6 +36,9 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
         assert rows[name]["group"] == "sota" and rows[name]["unit"] == "MB/s", rows[name]
         assert isinstance(rows[name]["value"], (int, float)) and rows[name]["value"] > 0, rows[name]
         assert rows[name]["bundle_bytes"] > 0
+    # the download path as a download now loads it; nothing allocated between sector writes
+    assert ".cycle" in rows["heap.import_download_path"]["note"] and ".south" in rows["heap.import_download_path"]["note"]
+    assert rows["heap.loop_allocations"]["value"] == 0 and rows["heap.loop_allocations"]["ok"], rows["heap.loop_allocations"]
     # the counts: one connection, one token check, each sector erased once, at most a sector again
     assert rows["download.connections"]["value"] == 1
     assert rows["download.token_checks"]["value"] == 1
@@ -77,3 +80,28 @@ def test_a_row_is_one_function(tmp_path):
         assert result["rows"][0]["group"] == "extra"
     finally:
         bench.ROWS.remove(("extra", extra))
+
+
+def test_batch_work_directory_and_close(tmp_path, capsys):
+    """tools.batch, the close bench and campaign share: a temporary work directory goes when
+    the block ends (even by an exception), a --keep one stays; the result is shown, written as
+    JSON, and the exit status says whether it failed."""
+    from tools import batch
+
+    with batch.workdir(None, "bench-test-") as work:
+        (work / "f").write_text("x")
+    assert not work.exists()
+    try:
+        with batch.workdir(None, "bench-test-") as work:
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert not work.exists()
+    kept = tmp_path / "kept" / "deeper"
+    with batch.workdir(str(kept), "bench-test-") as work:
+        assert work == kept and work.is_dir()
+    assert kept.is_dir()
+    out = tmp_path / "r.json"
+    assert batch.finish({"a": 1}, lambda r: print("shown", r["a"]), str(out), failed=False) == 0
+    assert json.loads(out.read_text()) == {"a": 1} and "shown 1" in capsys.readouterr().out
+    assert batch.finish({"a": 2}, lambda r: None, None, failed=True) == 1

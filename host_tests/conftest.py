@@ -94,23 +94,29 @@ def board(tmp_path, platform):
     assert b.device.corruptions() == [], "NOR flash: a write needed a 0 -> 1 bit"
 
 
-def request_ranges(size, drops=(), fragment=65536, step=10, chunk=4096):
+def request_ranges(size, drops=(), fragment=65536, chunk=4096):
     """The Range requests (start, end) a full download of `size` bytes makes with the test
-    config: a request ends at the end of a fragment or at the next progress step rounded up
-    to a whole chunk, whichever comes first, so that every step is reported between two
-    requests. A connection dropped at a package offset in `drops` is asked again from the
-    start of the chunk being read (the sector at or below the drop) to the same end."""
-    out, at, reported, drops = [], 0, 0, sorted(drops)
-    while at < size:
+    config: one per fragment. A connection dropped at a package offset in `drops` is asked
+    again from the start of the chunk being read (the sector at or below the drop) to the
+    end of the same fragment."""
+    out, drops = [], sorted(drops)
+    for at in range(0, size, fragment):
         stop = min(at + fragment, size)
-        if reported + step < 100:
-            first = -(-(reported + step) * size // 100)  # the first byte of the next step
-            stop = min(stop, -(-first // chunk) * chunk)
         out.append((at, stop - 1))
         while drops and drops[0] < stop:
             out.append((drops.pop(0) // chunk * chunk, stop - 1))
-        at = stop
-        percent = at * 100 // size
-        if percent - reported >= step and percent < 100:
-            reported = percent // step * step
+    return out
+
+
+def download_sequence(size, fragment=65536, step=10):
+    """The platform calls of a full download of `size` bytes, from the first Range request
+    to the last progress report (the 101 follows): every step is reported, in order, at the
+    end of the fragment that passed it, and the steps passed by the last one after it."""
+    out, reported = [], 0
+    for at in range(0, size, fragment):
+        out.append("download")
+        percent = min(at + fragment, size) * 100 // size
+        while reported + step <= percent and reported + step < 100:
+            reported += step
+            out.append("progress")
     return out

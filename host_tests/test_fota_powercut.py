@@ -10,10 +10,8 @@ until it settles. Every scenario ends in the same invariants (``assert_settled``
 * the platform's report record is the expected one, refusals (errno != 0) included: each one
   a scenario tolerates is listed there with the reason.
 
-Download numbers with the test config: 192 KiB image = 48 sectors; a Range request ends at
-every 10 % progress step rounded up to a sector and at every 64 KiB fragment, whichever comes
-first, so requests end after sectors 5, 10, 15, 20, 24, 29, 34, 39, 44 and 48 (STOPS), and the
-journal is saved at each of those ends; flash writes of one run are numbered
+Download numbers with the default config: 192 KiB image = 48 sectors, 64 KiB Range fragments
+(16 sectors), the journal saved after each fragment; flash writes of one run are numbered
 from 1 (sector k of the run is write k; set_boot's otadata entry is the write after the last
 sector).
 """
@@ -22,19 +20,12 @@ import re
 
 import pytest
 
-from conftest import DEV_ID, request_ranges
+from conftest import DEV_ID
 from sim.device import RESET_EXIT, SECTOR, VALID
 
 JOURNAL = "ota_journal.json"
 OTA_1 = 0x190000
 SECTORS = 48
-STOPS = [end + 1 for _, end in request_ranges(SECTORS * SECTOR)]  # where the requests end
-
-
-def saved_before(sectors):
-    """What the journal says after `sectors` whole sectors went into flash: the last end of
-    a request at or below them."""
-    return max([0] + [b for b in STOPS if b <= sectors * SECTOR])
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -146,13 +137,13 @@ def resume_after(board, platform, first, old, new):
 
 @pytest.mark.parametrize("cut", [
     "writes=1",          # the first sector: nothing durable yet, the journal says 0
-    "writes=5",          # the last sector of the first request, before the journal save
-    "writes=6",          # first sector of the second request: the journal says 20480
-    "writes=20:100",     # a half-written sector (100 bytes programmed): the fourth request's last
-    "writes=40:4095",    # all but one byte of a sector in the ninth request
+    "writes=16",         # the last sector of the first fragment, before the journal save
+    "writes=17",         # first sector of the second fragment: the journal says 65536
+    "writes=20:100",     # a half-written sector (100 bytes programmed) in the second fragment
+    "writes=40:4095",    # all but one byte of a sector in the third fragment
     "writes=48",         # the last sector of the package
-    "erases=30",         # the erase of the first sector of the seventh request
-    "erases=9:2048",     # a half-erased sector in the second request
+    "erases=33",         # the erase of the first sector of the third fragment
+    "erases=9:2048",     # a half-erased sector in the first fragment
 ])
 def test_cut_mid_download_resumes_from_the_journal(board, platform, upgrade, cut):
     old, new, task = upgrade
@@ -160,7 +151,7 @@ def test_cut_mid_download_resumes_from_the_journal(board, platform, upgrade, cut
     assert first.cut, first.output
     n = int(re.search(r"=(\d+)", cut)[1])
     written, _ = resume_after(board, platform, first, old, new)
-    assert written == saved_before(n - 1)  # the requests saved before the cut one
+    assert written == (n - 1) // 16 * 65536  # the fragments saved before the cut one
     assert_settled(board, platform, task, old, new)
     assert task.history == ["to-be-upgraded", "downloading", "upgrading", "completed"]
 
@@ -168,7 +159,7 @@ def test_cut_mid_download_resumes_from_the_journal(board, platform, upgrade, cut
 @pytest.mark.parametrize("line, stall", [("progress 30%", 100000), ("progress 60%", 180000)])
 def test_kill_on_progress_resumes_from_the_journal(board, platform, upgrade, line, stall):
     """A SIGKILL when the device prints a progress line lands somewhere after it (the
-    progress report, the next request): wherever it landed, the next run resumes exactly
+    progress report, the next fragment): wherever it landed, the next run resumes exactly
     from the journal's count. (The body stalls a while later, so that a slow host cannot let
     the download finish before the kill.)"""
     old, new, task = upgrade
@@ -182,13 +173,13 @@ def test_kill_on_progress_resumes_from_the_journal(board, platform, upgrade, lin
 
 def test_the_journal_is_saved_before_the_progress_report(board, platform, upgrade):
     """The progress report is a round trip to the platform (seconds on a slow link): a cut
-    while it waits for the answer loses nothing of the request already in flash."""
+    while it waits for the answer loses nothing of the fragment already in flash."""
     old, new, task = upgrade
     platform.set_fault("stall", ("progress", 1))
     running = board.start()
     running.kill_when("progress 30%")  # the device now waits 1 s for the progress answer
     written, _ = resume_after(board, platform, running.wait(), old, new)
-    assert written == 61440  # the request that reached 30 %
+    assert written == 65536
     assert_settled(board, platform, task, old, new)
 
 
@@ -209,9 +200,9 @@ def test_cut_on_small_fragments_resumes_at_the_sector(board, platform, upgrade):
 def test_two_cuts_in_a_row(board, platform, upgrade):
     old, new, task = upgrade
     assert board.boot(cut="writes=20:10").cut
-    assert journal(board)["written"] == saved_before(19) == 61440
-    assert board.boot(cut="writes=20").cut  # 19 whole sectors of this run: up to 139264 in flash
-    assert journal(board)["written"] == saved_before(15 + 19) == 139264
+    assert journal(board)["written"] == 65536
+    assert board.boot(cut="writes=20").cut  # 16 sectors of this run: up to 131072 in flash
+    assert journal(board)["written"] == 131072
     resume_after(board, platform, board.boot(cut="erases=3:100"), old, new)
     assert_settled(board, platform, task, old, new)
 
@@ -240,7 +231,7 @@ def test_cut_inside_set_boot(board, platform, upgrade, cut, then):
     runs = settle(board, old, new)
     assert runs[0].slot == then
     assert_settled(board, platform, task, old, new)
-    assert len(downloads(platform)) == len(STOPS)  # nothing downloaded again
+    assert len(downloads(platform)) == 3  # nothing downloaded again
 
 
 def test_kill_after_101_before_the_switch(board, platform, upgrade):
@@ -374,7 +365,7 @@ def test_clean_upgrade_erases_each_sector_once_on_one_connection(board, platform
     assert counts == {slot + s: 1 for s in range(SECTORS)}
     assert platform.sequence().count("token_check") == 1
     ranges = downloads(platform)
-    assert [(a, b) for a, b, _, _ in ranges] == request_ranges(len(new))
+    assert [(a, b) for a, b, _, _ in ranges] == [(0, 65535), (65536, 131071), (131072, 196607)]
     assert {conn for _, _, conn, _ in ranges} == {1} and platform.connections == 1
     settle(board, old, new)
     assert_settled(board, platform, task, old, new)
@@ -404,10 +395,10 @@ def test_dropped_connection_downloads_at_most_one_sector_again(board, platform, 
 # (a damaged filesystem, another program's file, an older format) must be dropped, and the
 # cycle must start over from the platform's view: download from byte 0, erasing again.
 
-def cut_mid_download(board, platform):
+def cut_in_the_second_fragment(board, platform):
     assert board.boot(cut="writes=20").cut
     entry = journal(board)
-    assert entry["written"] == 61440
+    assert entry["written"] == 65536
     return entry
 
 
@@ -417,7 +408,7 @@ def cut_mid_download(board, platform):
 ])
 def test_a_journal_that_cannot_be_trusted_is_dropped(board, platform, upgrade, damage):
     old, new, task = upgrade
-    entry = cut_mid_download(board, platform)
+    entry = cut_in_the_second_fragment(board, platform)
     text = json.dumps(entry)
     bad = {
         "truncated": text[: len(text) // 2],
@@ -439,7 +430,7 @@ def test_a_journal_that_cannot_be_trusted_is_dropped(board, platform, upgrade, d
 
 def test_a_journal_of_another_task_is_dropped(board, platform, upgrade):
     old, new, task = upgrade
-    entry = cut_mid_download(board, platform)
+    entry = cut_in_the_second_fragment(board, platform)
     (board.device.fs / JOURNAL).write_text(json.dumps(dict(entry, token="ota_someothertask")))
     since = len(platform.requests)
     settle(board, old, new)
@@ -450,21 +441,21 @@ def test_a_journal_of_another_task_is_dropped(board, platform, upgrade):
 @pytest.mark.parametrize("side", ["partial", "whole"])
 def test_a_side_file_left_by_a_cut_is_ignored(board, platform, upgrade, side):
     """A cut while the side file was written (partial) or before the rename (whole, one
-    request further): the journal still holds the previous state, and that one counts."""
+    fragment further): the journal still holds the previous state, and that one counts."""
     old, new, task = upgrade
-    entry = cut_mid_download(board, platform)
-    ahead = json.dumps(dict(entry, written=81920))
+    entry = cut_in_the_second_fragment(board, platform)
+    ahead = json.dumps(dict(entry, written=131072))
     (board.device.fs / (JOURNAL + ".new")).write_text(ahead[:20] if side == "partial" else ahead)
     since = len(platform.requests)
     settle(board, old, new)
-    assert downloads(platform, since)[0][0] == 61440
+    assert downloads(platform, since)[0][0] == 65536
     assert_settled(board, platform, task, old, new)
 
 
 def test_a_journal_without_a_task_is_dropped(board, platform, upgrade):
     """The task was cancelled on the platform while the device was off."""
     old, new, task = upgrade
-    cut_mid_download(board, platform)
+    cut_in_the_second_fragment(board, platform)
     task.cancel()
     result = board.boot()
     assert "ota: result None" in result.output and journal(board) is None

@@ -88,6 +88,7 @@ def _download(platform, task, entry, slot, buf, cfg, gauges):
         journal.save(entry)  # all in flash: a cut from here on never downloads again
     if binascii.hexlify(src.md5.digest()).decode() != task["md5"]:
         raise Fail(BAD_MD5, "package MD5 differs from the task's")
+    src.finish()
     return entry, size
 
 
@@ -143,10 +144,11 @@ def _check(task, slot, size, buf, app, chip):
 
 
 class Stream:
-    """The package as the loop reads it: MD5 as the bytes pass, and at each boundary (the
-    end of a fragment, or of a progress step rounded up to a whole buffer) the journal
-    records what is in flash and the progress is reported, on a connection with no body
-    left unread. Each progress step is one boundary, so every one of them is reported."""
+    """The package as the loop reads it: MD5 as the bytes pass, and at the end of each Range
+    fragment (a connection with no body left unread) the journal records what is in flash
+    and every progress step passed since is reported, in order; finish() reports the steps
+    that remain after the last byte. Fragments, not steps, end a request: a request per step
+    would cost a round trip more for each."""
 
     def __init__(self, platform, task, entry, md5, cfg, progress, buf):
         self.platform = platform
@@ -160,7 +162,7 @@ class Stream:
         self.step = cfg.progress_step
         self.progress = progress
         self.reported = self.at * 100 // self.size // self.step * self.step
-        self.stop = self.at  # the next boundary
+        self.stop = self.at  # the end of the fragment being read
 
     def read_into(self, buf, n):
         """n package bytes into the start of buf; fewer only at the end of the package."""
@@ -168,7 +170,7 @@ class Stream:
         got = 0
         while got < n:
             if self.at == self.stop:
-                self._boundary(len(buf))
+                self._boundary()
             k = min(n - got, self.stop - self.at)
             self.src.read_into(buf, got, self.at, k, self.stop)
             got += k
@@ -176,30 +178,32 @@ class Stream:
         self.md5.update(buf if n == len(buf) else memoryview(buf)[:n])
         return n
 
-    def _boundary(self, chunk):
-        at, size, step = self.at, self.size, self.step
-        entry = self.entry
+    def finish(self):
+        """After the last byte: the steps not reported yet, before the 101."""
+        self._report()
+
+    def _boundary(self):
+        at, entry = self.at, self.entry
         if not entry["delta"] and entry["written"] != at:
             entry["written"] = at  # everything before `at` is in the slot
             journal.save(entry)
-        percent = at * 100 // size
-        # a server that ignored Range sends the whole package in one reply: the connection
-        # is busy until its end, so no step is reported in between
-        if percent - self.reported >= step and percent < 100 and not self.src.whole:
-            # step 100 would move the task to upgrading, where 101 is refused: the verified
-            # 101 report ends the download instead
-            self.reported = percent // step * step
+        # a server that ignored Range sends the whole package in one reply: its connection
+        # is busy until the end, where finish() reports
+        if not self.src.whole:
+            self._report()
+        self.stop = min(at + self.fragment, self.size)
+
+    def _report(self):
+        step = self.step
+        percent = self.at * 100 // self.size
+        # step 100 would move the task to upgrading, where 101 is refused: the verified 101
+        # report ends the download instead
+        while self.reported + step <= percent and self.reported + step < 100:
+            self.reported += step
             log("progress", "%d%%" % self.reported)
             if self.progress:
                 self.progress(self.reported)
             self.platform.progress(self.task, self.reported)
-        stop = min(at + self.fragment, size)
-        nxt = (percent // step + 1) * step  # the next step after `at`
-        if nxt < 100:
-            # the first byte of the next step, rounded up to a whole buffer
-            b = (nxt * size + 99) // 100
-            stop = min(stop, (b + chunk - 1) // chunk * chunk)
-        self.stop = stop
 
 
 class Range:

@@ -11,6 +11,21 @@ SOTA = const(2)  # application files
 
 _KINDS = {FOTA: "fota", SOTA: "sota"}
 
+# The task data every platform object hands over (it renames its own fields to these):
+# name, type, default (None: required), longest if plain text
+_FIELDS = (
+    ("token", str, None, 128),  # goes into URL paths and queries: plain text only
+    ("target", str, None, 20),
+    ("size", int, None, 0),
+    ("md5", str, None, 0),
+    ("signal", int, 0, 0),
+    ("power", int, 0, 0),
+    ("retry", int, 0, 0),
+    ("interval", int, 0, 0),
+    ("ip_port", str, "", 0),
+    ("delta", int, 1, 0),  # the package type: 2 is a differential package
+)
+
 
 class TaskError(ValueError):
     """Task data that cannot be trusted. `token` is the task's own when that much was sound:
@@ -32,18 +47,17 @@ def plain(s, most):
     return True
 
 
-def task(d, kind, fields):
-    """Task data as the platform sent it, validated, as a dict with the names of `fields`
-    (the platform's table, e.g. south.TASK; delta: True for a differential package) and kind
-    ("fota" or "sota": which check offered it)."""
+def task(d, kind):
+    """Task data as the platform object handed it over, validated, as a dict (delta: True
+    for a differential package) with its kind ("fota" or "sota": which check offered it)."""
     if type(d) is not dict:
         raise TaskError("task data is not an object")
     t = {"kind": kind}
-    for name, key, cls, default, most in fields:
+    for name, cls, default, most in _FIELDS:
         value = d.get(name, default)
         if type(value) is not cls or (most and not plain(value, most)):
             raise TaskError("task %s: %r" % (name, value), t.get("token"))
-        t[key] = value
+        t[name] = value
     md5 = t["md5"] = t["md5"].lower()
     for b in md5.encode():
         if not (47 < b < 58 or 96 < b < 103):
@@ -52,22 +66,22 @@ def task(d, kind, fields):
     ip_port = t["ip_port"]
     if t["size"] <= 0 or len(md5) != 32 or t["retry"] < 0 or t["interval"] < 0 \
             or not (ip_port == "" or plain(ip_port.replace(":", ""), 255)):
-        raise TaskError("task data out of range: size %d md5 %s retry %d interval %d ipPort %s" % (
+        raise TaskError("task data out of range: size %d md5 %s retry %d interval %d ip_port %s" % (
             t["size"], md5, t["retry"], t["interval"], ip_port), t["token"])
     return t
 
 
-def upgraded(platform, fields, running):
+def upgraded(platform, running):
     """The running firmware changed, yet no journal says why (the token was lost): the task
     in progress tells whether this is its target. (DONE, task, 201) or (IDLE, None, None)."""
     data = platform.in_progress(FOTA)
-    t = data and task(data, "fota", fields)
+    t = data and task(data, "fota")
     if not t or t["target"] != running:
         return IDLE, None, None
     return DONE, t, UPGRADED
 
 
-def plan(platform, fields, entry, running, app, failed):
+def plan(platform, entry, running, app, failed):
     """What this cycle does: (FETCH, task, the journal entry to resume or None) or (IDLE,
     None, None). A task that cannot be acted on, or that failed before for a lasting reason
     (`failed`: [token, md5, code] of that one), raises Fail for it. entry: the journal of a
@@ -77,7 +91,7 @@ def plan(platform, fields, entry, running, app, failed):
         name = _KINDS[kind]
         try:
             data = platform.check(kind, version)
-            t = data and task(data, name, fields)
+            t = data and task(data, name)
         except TaskError as e:
             if not e.token:
                 raise  # no token to report against: the cycle ends with the reason

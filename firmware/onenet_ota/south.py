@@ -22,20 +22,18 @@ _INVALID = const(21)
 # a power cut), and a 101 answered 21 (the same cut, one step later).
 _OVER = (4, 12, 17, 20, 21, 22)
 
-# The task data of endpoints 2 and 7, for check.task():
-# field -> (name in the task, type, default (None: required), longest if plain text)
-TASK = (
-    ("token", "token", str, None, 128),  # goes into URL paths and queries: plain text only
-    ("target", "target", str, None, 20),
-    ("size", "size", int, None, 0),
-    ("md5", "md5", str, None, 0),
-    ("signal", "signal", int, 0, 0),
-    ("power", "power", int, 0, 0),
-    ("retry", "retry", int, 0, 0),
-    ("interval", "interval", int, 0, 0),
-    ("ipPort", "ip_port", str, "", 0),
-    ("type", "delta", int, 1, 0),
-)
+# The task data of endpoints 2 and 7 in the names the phases use (check.task): the south
+# API's own name -> ours. Only the platform's name counts: ours, sent as is, is dropped.
+_NAMES = (("ipPort", "ip_port"), ("type", "delta"))
+
+
+def _named(data):
+    if type(data) is dict:
+        for theirs, ours in _NAMES:
+            data.pop(ours, None)
+            if theirs in data:
+                data[ours] = data.pop(theirs)
+    return data
 
 
 class PlatformError(Exception):
@@ -61,8 +59,9 @@ def _ended(e):
 
 
 class South:
-    def __init__(self, cfg, client):
-        self.client = client  # one kept-alive connection for the calls and the download
+    def __init__(self, cfg):
+        # one kept-alive connection for the calls and the download
+        self.client = http.Client(timeout=cfg.timeout, cafile=cfg.ca_file or None)
         self.cfg = cfg
         self.auth = Auth(cfg.product_id, cfg.access_key, method=cfg.auth_method,
                          lifetime=cfg.auth_lifetime)
@@ -134,8 +133,8 @@ class South:
         for a device running `version`, or None. Any errno but 7 means no task: an internal
         error says nothing about the task, and "no task" would drop its journal."""
         try:
-            return self.call("GET", "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
-                self.dev_id, self.cfg.manuf, self.cfg.model, kind, version, self._cdn()))
+            return _named(self.call("GET", "/ota/south/check?dev_id=%s&manuf=%d&model=%d&type=%d&version=%s&cdn=%s" % (
+                self.dev_id, self.cfg.manuf, self.cfg.model, kind, version, self._cdn())))
         except PlatformError as e:
             if e.errno == _INTERNAL:
                 raise
@@ -144,7 +143,8 @@ class South:
     def in_progress(self, kind):
         """Endpoint 7: the task data of the task being downloaded or upgraded, or None."""
         try:
-            return self.call("GET", "/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (self.dev_id, kind, self._cdn()))
+            return _named(self.call("GET", "/ota/south/tasking?dev_id=%s&type=%d&cdn=%s" % (
+                self.dev_id, kind, self._cdn())))
         except PlatformError as e:
             if e.errno in (4, 12):  # no valid token, expired
                 return None

@@ -16,7 +16,6 @@ import binascii
 from baseline import baseline, buf, slot, HOST, PORT, TOKEN, SIZE, MD5
 from onenet_ota import http, download, check, journal, fota
 from onenet_ota.codes import SWITCH
-from onenet_ota.south import TASK
 
 FRAGMENT, RUNS = int(sys.argv[6]), sys.argv[7]
 SECTOR = 4096
@@ -58,8 +57,7 @@ class Platform:
 
 
 def new_task():
-    return check.task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0},
-                      "fota", TASK)
+    return check.task({"token": TOKEN, "target": "1.1", "size": SIZE, "md5": MD5, "retry": 0, "interval": 0}, "fota")
 
 
 def device(fragment=FRAGMENT, step=10):

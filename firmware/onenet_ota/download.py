@@ -8,9 +8,8 @@ import hashlib
 import time
 
 from onenet_ota import journal, fota, http
-from onenet_ota.codes import (log, drop, Fail, SWITCH, NO_SPACE, NO_MEMORY, TIMED_OUT, LOW_BATTERY, POOR_SIGNAL,
-                              DOWNLOAD_FAILED, DOWNLOADED, UPGRADE_LOW_BATTERY, UPGRADE_NO_MEMORY,
-                              BAD_MD5, UPGRADE_FAILED, RETRIES_EXHAUSTED)
+from onenet_ota import codes  # the report codes as codes.X: each name imported is a global more
+from onenet_ota.codes import log, drop, Fail
 
 _SECTOR = const(4096)
 
@@ -27,24 +26,24 @@ def upgrade(platform, task, entry, buf, cfg, gauges, chip):
             from onenet_ota import sota as app
 
             if task["delta"]:
-                raise Fail(UPGRADE_FAILED, "differential application packages are not supported")
+                raise Fail(codes.UPGRADE_FAILED, "differential application packages are not supported")
             if not app.space_ok(task["size"]):
-                raise Fail(NO_SPACE, "no room for a bundle of %d bytes and its files" % task["size"])
+                raise Fail(codes.NO_SPACE, "no room for a bundle of %d bytes and its files" % task["size"])
             slot = app.Stage(task["size"])
         else:
             slot = fota.Slot()
         try:
             entry, size = _download(platform, task, entry, slot, buf, cfg, gauges)
         except MemoryError:
-            raise Fail(NO_MEMORY, "out of memory")
+            raise Fail(codes.NO_MEMORY, "out of memory")
         try:
             switch = _check(task, slot, size, buf, app, chip)
-            platform.report(task, DOWNLOADED)
+            platform.report(task, codes.DOWNLOADED)
             log("reported 101")
-            _gate(gauges, task, UPGRADE_LOW_BATTERY, None)
+            _gate(gauges, task, codes.UPGRADE_LOW_BATTERY, None)
         except MemoryError:
-            raise Fail(UPGRADE_NO_MEMORY, "out of memory after the download")
-        return SWITCH, switch, entry
+            raise Fail(codes.UPGRADE_NO_MEMORY, "out of memory after the download")
+        return codes.SWITCH, switch, entry
     except Fail:
         if app:
             app.discard()  # the staged bundle and a half unpacked application
@@ -64,8 +63,8 @@ def _download(platform, task, entry, slot, buf, cfg, gauges):
     what the slot holds."""
     size = task["size"]
     if size > slot.size:
-        raise Fail(NO_SPACE, "package of %d bytes, slot of %d" % (size, slot.size))
-    _gate(gauges, task, LOW_BATTERY, POOR_SIGNAL)
+        raise Fail(codes.NO_SPACE, "package of %d bytes, slot of %d" % (size, slot.size))
+    _gate(gauges, task, codes.LOW_BATTERY, codes.POOR_SIGNAL)
     platform.start(task, entry is not None and entry["written"] == size)
     if entry is None or task["delta"]:
         # a delta restarts from its first byte: the decoder's state is not saved
@@ -87,7 +86,7 @@ def _download(platform, task, entry, slot, buf, cfg, gauges):
         entry["written"] = size
         journal.save(entry)  # all in flash: a cut from here on never downloads again
     if binascii.hexlify(src.md5.digest()).decode() != task["md5"]:
-        raise Fail(BAD_MD5, "package MD5 differs from the task's")
+        raise Fail(codes.BAD_MD5, "package MD5 differs from the task's")
     src.finish()
     return entry, size
 
@@ -244,8 +243,8 @@ class Range:
         self.platform.close()
         if self.retries >= task["retry"]:
             if task["retry"]:
-                raise Fail(RETRIES_EXHAUSTED, "%d retries exhausted" % task["retry"])
-            raise Fail(TIMED_OUT if isinstance(error, http.Timeout) else DOWNLOAD_FAILED, str(error))
+                raise Fail(codes.RETRIES_EXHAUSTED, "%d retries exhausted" % task["retry"])
+            raise Fail(codes.TIMED_OUT if isinstance(error, http.Timeout) else codes.DOWNLOAD_FAILED, str(error))
         time.sleep(task["interval"])
         self.retries += 1
 
@@ -264,7 +263,7 @@ def _accept(resp, size, scratch, at, end):
     if resp.status == 200:
         if resp.length is not None and resp.length != size:
             resp.close()
-            raise Fail(DOWNLOAD_FAILED, "server sends %d bytes, the task says %d" % (resp.length, size))
+            raise Fail(codes.DOWNLOAD_FAILED, "server sends %d bytes, the task says %d" % (resp.length, size))
         skip = at
         while skip:
             k = resp.readinto(scratch, min(len(scratch), skip))
@@ -276,7 +275,7 @@ def _accept(resp, size, scratch, at, end):
         if r and r[2] is not None and r[2] != size:
             # the server's file is not the task's: no retry can mend that
             resp.close()
-            raise Fail(DOWNLOAD_FAILED, "server has %d bytes, the task says %d" % (r[2], size))
+            raise Fail(codes.DOWNLOAD_FAILED, "server has %d bytes, the task says %d" % (r[2], size))
         if not r or r[0] != at or r[1] > end:
             resp.close()
             raise http.ProtocolError("Content-Range %r for bytes=%d-%d" % (r, at, end))

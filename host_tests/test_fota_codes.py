@@ -409,7 +409,7 @@ REPORTABLE = [
     ({"target": "v" * 21}, "target"),
     ({"target": 11}, "target"),
     ({"retry": -1}, "retry"),
-    ({"ipPort": "evil/host:80"}, "ipPort"),
+    ({"ipPort": "evil/host:80"}, "ip_port"),
 ]
 
 

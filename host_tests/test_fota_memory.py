@@ -28,7 +28,12 @@ from tools.package_delta import make_patch
 # ESP32 has the word size of a 32-bit build, where a full cycle meets the 48 KiB
 # with the package as .mpy in lib/, and a delta only with the package frozen.
 BUDGETS = {
-    (64, False): ("70k", "80k"),  # measured 64.8-66.0 KB (once 69.6), 77.1 KB
+    # measured 69.6-71.2 KB, 83.5-83.7 KB (2026-12-04); 64.8-66.0 KB and 77.1 KB before the
+    # cycle became one object with the platform behind it (README, "Memory and speed": what
+    # the 4 KB are)
+    (64, False): ("73k", "86k"),
+    # measured on 2026-11-23, before that reshape, on builds CI does not make: expect the
+    # same growth (about 2 KB at 32 bits)
     (32, False): ("48k", "58k"),  # 46.8-47.1 KB, 56.1-56.3 KB
     (64, True): ("44k", "52k"),  # 42.2-42.8 KB, 49.4-49.9 KB
     (32, True): ("28k", "35k"),  # 25.1-26.4 KB, 32.8 KB

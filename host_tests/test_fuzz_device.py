@@ -4,17 +4,18 @@ test_generated_replies: a scripted raw-socket server in this test answers each r
 the generated reply of its case (the case number is in the request path, so the client's own
 retries get the same reply) and then closes. One micropython process (-X heapsize=64k, the
 firmware as .mpy) runs a batch of cases through the device's code: the OneNET API calls
-(onenet_ota.api and .check: status line, headers, framing, JSON envelope, task data) and the download
+(onenet_ota.south and .check: status line, headers, framing, JSON envelope, task data) and the download
 request (onenet_ota.http: Content-Length / Content-Range / chunked body into a 4 KiB buffer),
 printing one line per case. Every case must end in a value or in one of the flow's own
 exceptions: no MemoryError, no other exception, no hang.
 
 test_generated_task_data_through_the_cycle: task data of wrong types and sizes served by the
-mock platform to a whole device boot (boot.py, main.py, Updater.cycle()): every boot ends with
+mock platform to a whole device boot (boot.py, main.py, onenet_ota.run()): every boot ends with
 a result or a flow error printed by main.py, never anything else, and never a switch.
 """
 import collections
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 
 # what the flow may raise: defined errors, each with an errno or a report code
 ALLOWED = {"HTTPError", "Timeout", "ConnectionLost", "ProtocolError", "TLSError", "ServerError",
-           "PlatformError", "TaskError"}
+           "PlatformError", "TaskError", "Fail"}
 KINDS = ("check", "tasking", "report", "download")
 BATCH = 40
 EXAMPLES = 25
@@ -91,9 +92,13 @@ class ScriptedServer:
                 rest += got
             path = lines[0].split(" ")[1]
             self.requests += 1
+            # the case: the dev_id of an API call, the first path segment of a download
+            case = re.search(r"dev_id=c(\d+)", path) or re.match(r"/c(\d+)/", path)
             try:
-                reply = self.replies[int(path.split("/")[1][1:])]
-            except (ValueError, IndexError):
+                reply = self.replies[int(case[1])] if case else None
+            except IndexError:
+                reply = None
+            if reply is None:
                 reply = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
             conn.sendall(reply)
             conn.shutdown(socket.SHUT_WR)
@@ -121,29 +126,37 @@ def server():
 
 DRIVER = r'''
 import gc, sys, json
-from onenet_ota import http, api, check
-from onenet_ota.auth import Auth
+from onenet_ota import check
+from onenet_ota.south import South
 HOST, PORT = sys.argv[1], int(sys.argv[2])
 with open(sys.argv[3]) as f:
     kinds = json.load(f)
 buf = bytearray(4096)
-auth = Auth("123456", "c2VjcmV0a2V5c2VjcmV0a2V5")
+
+
+class Cfg:  # what the platform object reads of ota_config.json
+    host, port, https, timeout, ca_file = HOST, PORT, False, 1, ""
+    product_id, access_key, auth_method, auth_lifetime = "123456", "c2VjcmV0a2V5c2VjcmV0a2V5", "sha256", 3600
+    manuf, model, cdn = 101, 10101, True
+    device_id = ""
+
+
 for i, kind in enumerate(kinds):
-    base = "http://%s:%d/c%d" % (HOST, PORT, i)
-    c = http.Client(1)
+    Cfg.device_id = "c%d" % i  # in every API path: the server answers with case i
+    p = South(Cfg)
     try:
-        a = api.Api(c, auth, base, "20001")
         if kind == "check":
-            t = check.check(a, 1, "1.0", 101, 10101, True)
-            r = "task" if t else "none"
+            data = p.check(1, "1.0")
+            r = "task" if data and check.task(data, "fota") else "none"
         elif kind == "tasking":
-            t = check.tasking(a, 1, True)
-            r = "task" if t else "none"
+            data = p.in_progress(1)
+            r = "task" if data and check.task(data, "fota") else "none"
         elif kind == "report":
-            a.report("ota_tok", 101)
+            p.report({"token": "ota_tok"}, 101)
             r = "reported"
         else:
-            resp = c.request("GET", base + "/ota/south/download/ota_tok", headers={"Range": "bytes=0-8191"})
+            resp = p.client.request("GET", "http://%s:%d/c%d/ota/south/download/ota_tok" % (HOST, PORT, i),
+                                    headers={"Range": "bytes=0-8191"})
             total = 0
             while True:
                 k = resp.readinto(buf)
@@ -158,8 +171,8 @@ for i, kind in enumerate(kinds):
         print("case", i, "MemoryError")
     except Exception as e:
         print("case", i, "exc", type(e).__name__, getattr(e, "code", getattr(e, "errno", "-")))
-    c.close()
-    c = a = None
+    p.close()
+    p = None
     gc.collect()
 print("done", gc.mem_free())
 '''

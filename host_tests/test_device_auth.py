@@ -76,7 +76,7 @@ CLOCK = """
 from onenet_ota import auth
 T = [CASES["start"]]
 auth._unix = lambda: T[0]
-a = auth.Auth(CASES["pid"], CASES["key"], method=CASES["method"], lifetime=3600, margin=300)
+a = auth.Auth(CASES["pid"], CASES["key"], method=CASES["method"], lifetime=3600)
 def show(tag):
     h = a.header()
     print(tag, a.et, h)

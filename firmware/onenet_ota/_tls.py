@@ -1,8 +1,8 @@
 # TLS for onenet_ota.http, imported only when an https URL is used: the plain-HTTP path
 # never pays the heap for ssl or this code.
 #
-# The server certificate and host name are verified against cadata (PEM or DER bytes) or
-# cafile; without a CA, https is refused unless insecure=True was passed explicitly. Every
+# The server certificate and host name are verified against the CA file (PEM or DER);
+# without one, https is refused: there is no way to turn verification off. Every
 # refusal is a ValueError, which http makes its TLSError (this module imports nothing of
 # the package: http imports it).
 import binascii
@@ -10,35 +10,32 @@ import ssl
 
 
 def context(c):
-    # Client.context holds (cadata, cafile, insecure) until the first https connect turns
-    # it into an SSLContext (kept for later connections).
-    if type(c.context) is not tuple:
+    # Client.context holds the CA file's path (or None) until the first https connect
+    # turns it into an SSLContext (kept for later connections).
+    cafile = c.context
+    if not (cafile is None or type(cafile) is str):
         return
-    cadata, cafile, insecure = c.context
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cadata is None and cafile:
+    if not cafile:
+        raise ValueError("https needs a CA certificate (ca_file)")
+    try:
         with open(cafile, "rb") as f:
             cadata = f.read()
-    if cadata:
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        if isinstance(cadata, str):
-            cadata = cadata.encode()
-        try:
-            # PEM is turned into DER here: not every build has mbedtls' PEM parser.
-            # Each certificate of a bundle is added to the trusted chain.
-            if b"-----BEGIN" in cadata:
-                p = cadata.split(b"-----")
-                for i in range(1, len(p) - 1):
-                    if p[i] == b"BEGIN CERTIFICATE":
-                        ctx.load_verify_locations(cadata=binascii.a2b_base64(p[i + 1]))
-            else:
-                ctx.load_verify_locations(cadata=cadata)
-        except ValueError:
-            raise ValueError("bad CA certificate")
-    elif insecure:
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        raise ValueError("https needs cadata= or cafile= (or insecure=True)")
+    except OSError:
+        raise ValueError("no CA file %s" % cafile)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    try:
+        # PEM is turned into DER here: not every build has mbedtls' PEM parser.
+        # Each certificate of a bundle is added to the trusted chain.
+        if b"-----BEGIN" in cadata:
+            p = cadata.split(b"-----")
+            for i in range(1, len(p) - 1):
+                if p[i] == b"BEGIN CERTIFICATE":
+                    ctx.load_verify_locations(cadata=binascii.a2b_base64(p[i + 1]))
+        else:
+            ctx.load_verify_locations(cadata=cadata)
+    except ValueError:
+        raise ValueError("bad CA certificate")
     c.context = ctx
 
 

@@ -16,6 +16,7 @@ VERSION = "2018-10-31"
 METHODS = ("md5", "sha1", "sha256")
 _BLOCK = const(64)  # HMAC block size of md5, sha1 and sha256
 _SKEW = const(10)  # a clock correction larger than this renews the header at once
+_MARGIN = const(300)  # a header is renewed this many seconds before it runs out
 # Older ports count time.time() from 2000-01-01; the header needs Unix seconds.
 _SHIFT = 946684800 if time.gmtime(0)[0] == 2000 else 0
 
@@ -61,17 +62,16 @@ class Auth:
 
     res defaults to "products/{product_id}"; device-level keys pass
     res="products/{pid}/devices/{name}". The header lives `lifetime` seconds and is
-    renewed `margin` seconds before it runs out.
+    renewed 5 minutes before it runs out.
     """
 
     def __init__(self, product_id, access_key, res=None, method="sha256",
-                 lifetime=3600, margin=300):
+                 lifetime=3600):
         if method not in METHODS:
             raise ValueError("method must be md5, sha1 or sha256")
         self.res = res or "products/%s" % product_id
         self.method = method
         self.lifetime = lifetime
-        self.margin = margin
         self.offset = 0  # server clock minus device clock, seconds
         self.synced = False  # offset taken from a server's Date
         self.et = 0  # expiry of the cached header
@@ -85,7 +85,7 @@ class Auth:
     def header(self):
         """The Authorization header value; a new one when the cached one is about to expire."""
         now = self.now()
-        if self._hdr is None or now + self.margin >= self.et:
+        if self._hdr is None or now + _MARGIN >= self.et:
             self.et = now + self.lifetime
             self._hdr = token(self._key, self.res, self.et, self.method)
         return self._hdr

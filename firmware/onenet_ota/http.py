@@ -129,16 +129,16 @@ class Response:
 
 class Client:
     """HTTP/1.1 with one kept-alive connection. timeout: seconds for connect, TLS
-    handshake, each read and each response head. https verifies the server against
-    cadata (PEM or DER) or cafile; without a CA it is a TLSError unless insecure=True."""
+    handshake, each read and each response head. https verifies the server against the
+    CA certificate in cafile (PEM or DER); without one, https is a TLSError."""
 
-    def __init__(self, timeout=10, cadata=None, cafile=None, insecure=False):
+    def __init__(self, timeout=10, cafile=None):
         if not timeout > 0:
             raise ValueError("timeout")
         self.buf = bytearray(_BUF)  # receive buffer: head lines, json()
         self.byte = bytearray(1)  # readline reads one byte at a time into it
         self.timeout = timeout
-        self.context = (cadata, cafile, insecure)  # _tls makes it an SSLContext
+        self.context = cafile  # _tls makes it an SSLContext
         # the stream, its origin (None: not reusable), the Response whose body is unread
         self.sock = self.origin = self.unread = None
         # set per request: answered (a byte of the response arrived), deadline (the head's)

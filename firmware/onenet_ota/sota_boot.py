@@ -125,6 +125,7 @@ def _import():
 
 
 def read_json(path):
+    # as onenet_ota.journal, for the same reason as write_json below
     try:
         with open(path) as f:
             return json.load(f)

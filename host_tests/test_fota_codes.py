@@ -1,6 +1,6 @@
 """Every report code of the platform, end to end: real micropython runs boot.py/main.py and
 firmware/ on the fake ESP32 against the mock platform, and each code is reached for the very
-reason it names (shared/spec endpoint 6). Plus malformed task data from the check.
+reason it names (docs/south-api.md, endpoint 6). Plus malformed task data from the check.
 
 Every failure must end the same way: exactly the code expected in task.reports, the task
 failed, nothing written to the boot selection (the board keeps running ota_0), no journal

@@ -31,12 +31,15 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               4 KiB window, and a plain tar) into app.new on LittleFS over the fake flash
               (SHA-256 of every file included): MB/s of files written.
 
-The device side of each measurement is a script in tools/bench_device/ (run on the unix
-port with the compiled firmware on its path; pyright and mpy-cross check them with firmware/).
 The table goes to stdout (with the machine and the date); --json PATH writes it as JSON.
 --quick (small sizes, one repetition, coarse search) is what the tests run; its timings mean
 nothing, its counts do.
+
+Exit status: 0 when every row was measured, 1 when a measurement failed (its row says why),
+2 for a usage error.
 """
+# The device side of each measurement is a script in tools/bench_device/, run on the unix
+# port with the compiled firmware on its path; pyright and mpy-cross check them as firmware/.
 from __future__ import annotations
 
 import argparse

@@ -1,7 +1,7 @@
 # The floor of the package: the facts every part shares and nothing else. OneNET's report
-# codes (docs/south-api.md, endpoint 6; the fuse API's status call takes the same), the one
-# failure type that carries one of them, and the console log. It imports nothing of the
-# package, so any module may import it. Also what a phase hands back to the cycle.
+# codes (docs/south-api.md, endpoint 6; the fuse API takes the same, docs/fuse-api.md, F6),
+# the one failure type that carries one of them, and the console log. It imports nothing of
+# the package, so any module may import it. Also what a phase hands back to the cycle.
 from micropython import const
 import sys
 

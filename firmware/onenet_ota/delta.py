@@ -252,7 +252,7 @@ class Patch:
         """Make the next len(out) bytes of the new image in out (len(out) a multiple of 4 KiB
         for sector writes). Returns how many bytes are the image's: len(out), fewer at the end
         (the rest of out is then 0xFF, as erased flash), 0 once the image is complete and the
-        whole patch has been read and checked. Raises DeltaError for a broken patch."""
+        whole patch has been read and checked. Raises codes.Fail for a broken patch."""
         o = 0
         room = len(out)
         ix = self._ix

@@ -33,7 +33,7 @@ def upgrade(platform, task, entry, buf, cfg, gauges, chip):
         else:
             slot = fota.Slot()
         try:
-            entry, size = _download(platform, task, entry, slot, buf, cfg, gauges)
+            entry, size = into_slot(platform, task, entry, slot, buf, cfg, gauges)
         except MemoryError:
             raise Fail(codes.NO_MEMORY, "out of memory")
         try:
@@ -58,9 +58,10 @@ def _gate(gauges, task, battery_code, signal_code):
         raise Fail(signal_code, "signal at or below %d" % task["signal"])
 
 
-def _download(platform, task, entry, slot, buf, cfg, gauges):
-    """The package into the slot, MD5-checked; returns its journal entry and the size of
-    what the slot holds."""
+def into_slot(platform, task, entry, slot, buf, cfg, gauges):
+    """The package into the slot (fota.Slot, or sota.Stage), MD5-checked: the data path,
+    public so that the bench times this very loop. Returns its journal entry and the size
+    of what the slot holds."""
     size = task["size"]
     if size > slot.size:
         raise Fail(codes.NO_SPACE, "package of %d bytes, slot of %d" % (size, slot.size))

@@ -1,24 +1,21 @@
 # bench: the device's download against the raw-socket baseline (baseline.py), into the same
-# slot with the same buffer, in the same micropython. "device" is download.Stream (Range
-# requests on one kept-alive http.Client, MD5 as the bytes pass, the journal and a progress
-# report at each boundary) read by the loop download.upgrade runs; "onefragment" the same in
+# slot with the same buffer, in the same micropython. "device" is download.into_slot, the
+# firmware's data path (download.Stream: Range requests on one kept-alive http.Client, MD5
+# as the bytes pass, at each fragment's end the journal and the progress steps passed); "onefragment" the same in
 # one Range request (fragment_size >= the package, progress_step 100: no boundary inside),
-# "nosteps" in fragments with no progress step (progress_step 100: a boundary per fragment); "upgrade" is the whole
+# "nosteps" in fragments with no progress step (progress_step 100); "upgrade" is the whole
 # download phase, download.upgrade (the gates, the token check, the loop, the image check,
 # the 101 report). The platform is a stand-in whose fetch() is the real Range request.
 # argv: host port token size md5 fragment_size runs (comma separated, in that order)
 import sys
 import time
 import gc
-import hashlib
-import binascii
 
 from baseline import baseline, buf, slot, HOST, PORT, TOKEN, SIZE, MD5
 from onenet_ota import http, download, check, journal, fota
 from onenet_ota.codes import SWITCH
 
 FRAGMENT, RUNS = int(sys.argv[6]), sys.argv[7]
-SECTOR = 4096
 
 
 class Cfg:
@@ -61,26 +58,12 @@ def new_task():
 
 
 def device(fragment=FRAGMENT, step=10):
-    """The package through download.Stream into the slot, as the download loop reads it."""
+    """The package into the slot by the firmware's own data path, download.into_slot."""
     Cfg.fragment_size = fragment
     Cfg.progress_step = step
     platform = Platform()
-    task = new_task()
-    entry = {"kind": "fota", "phase": journal.DOWNLOAD, "token": TOKEN, "target": task["target"], "md5": MD5,
-             "size": SIZE, "written": 0, "delta": False}
-    journal.save(entry)
-    src = download.Stream(platform, task, entry, hashlib.md5(), Cfg(), None, buf)
-    chunk = len(buf)
-    while src.at < SIZE:
-        written = src.at
-        n = src.read_into(buf, chunk)
-        if n < chunk:  # the end of the package: the rest of the sector stays erased
-            for i in range(n, chunk):
-                buf[i] = 0xFF
-        slot.write(written // SECTOR, buf)
-    entry["written"] = SIZE
-    journal.save(entry)
-    assert binascii.hexlify(src.md5.digest()).decode() == MD5
+    entry, size = download.into_slot(platform, new_task(), None, slot, buf, Cfg(), (None, None, None))
+    assert size == SIZE and entry["written"] == SIZE
     platform.close()
     journal.discard()
 

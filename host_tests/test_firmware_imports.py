@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "firmware" / "onenet_ota"
 FLOORS = {
     7: {"__init__", "config"},  # the entry points and the config they read
     6: {"cycle"},  # the one place that decides
-    5: {"check", "confirm", "download", "image", "sota", "delta", "_deltav", "_xor"},  # phases
+    5: {"check", "confirm", "download", "image", "signature", "sota", "delta", "_deltav", "_xor"},  # phases
     4: {"south"},  # the platform object
     3: {"http", "_tls", "auth", "clock"},  # transport
     2: {"fota", "journal", "sota_boot"},  # storage

@@ -32,6 +32,9 @@ _FIELDS = (
     ("cdn", bool, True),  # the device resolves host names (the platform may send one)
     ("wifi_ssid", str, ""),
     ("wifi_password", str, ""),
+    # hex SHA-256 digests of the public keys firmware must be signed with (0-3; espsecure
+    # digest-sbv2-public-key, printed by `package fota --sign`): none, no signature check
+    ("trusted_keys", list, []),
 )
 
 
@@ -64,6 +67,7 @@ class Config:
     cdn: bool
     wifi_ssid: str
     wifi_password: str
+    trusted_keys: list
 
 
 def load(path=PATH):
@@ -126,4 +130,10 @@ def from_dict(values, path=PATH):
         for b in getattr(cfg, name).encode():
             if b in b" /?&#%\r\n\t":
                 bad(name, "has a character that cannot go in a URL")
+    if len(cfg.trusted_keys) > 3:
+        bad("trusted_keys", "holds more than 3 digests (a signature sector has 3 blocks)")
+    for key in cfg.trusted_keys:
+        if type(key) is not str or len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key):
+            bad("trusted_keys", "must hold SHA-256 digests, each 64 hex digits")
+    cfg.trusted_keys = [key.lower() for key in cfg.trusted_keys]
     return cfg

@@ -1,6 +1,8 @@
 # One OTA cycle, and the one place that decides: it sends a final code the platform has not
 # taken yet, confirms a pending upgrade, reports the versions, checks for a task, downloads
-# and checks it, and switches. The phases (check, confirm, download) return what is to be
+# and checks it, checks the firmware's signature when the config trusts keys (signature.py,
+# after the download code left the heap; a failure after the 101, like the battery gate's),
+# and switches. The phases (check, confirm, download, signature) return what is to be
 # done; only this module reports a task's final code, moves the journal from phase to phase
 # or discards it, and switches. Every task it ends ends in exactly one report code (or none,
 # when the platform ended it), and that code is in the journal until the platform took it.
@@ -69,6 +71,8 @@ class Cycle:
                 finally:
                     del upgrade
                     drop("download")  # the switch needs none of it
+                if self.cfg.trusted_keys and b["kind"] == "fota":
+                    self._signed(b)
                 b["phase"] = journal.VERIFIED
                 journal.save(b)
             if action == SWITCH:
@@ -102,6 +106,19 @@ class Cycle:
         finally:
             del check
             drop("check")  # its code leaves the heap before a download
+
+    def _signed(self, entry):
+        """The firmware in the slot is signed by a trusted key, else Fail 206. After the
+        download code left the heap, and before the journal says VERIFIED: a power cut
+        before the check never leads to a switch."""
+        from onenet_ota import signature
+
+        try:
+            block = signature.verify(fota.Slot().partition, entry["length"], self.cfg.trusted_keys, self.buf)
+        finally:
+            del signature
+            drop("signature")
+        log("signature ok (block %d)" % block)
 
     def _confirm(self, entry):
         drop("check")  # run() imported it early for a check; a confirmation has none

@@ -38,6 +38,7 @@ def upgrade(platform, task, entry, buf, cfg, gauges, chip):
             raise Fail(codes.NO_MEMORY, "out of memory")
         try:
             switch = _check(task, slot, size, buf, app, chip)
+            entry["length"] = size  # what the slot holds: the cycle checks its signature
             platform.report(task, codes.DOWNLOADED)
             log("reported 101")
             _gate(gauges, task, codes.UPGRADE_LOW_BATTERY, None)

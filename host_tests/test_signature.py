@@ -190,6 +190,70 @@ def test_a_bad_signature_is_206_with_its_reason(tmp_path, compiled, image, keys,
     assert re.fullmatch(r"fail 206 signature: %s.*|fail 206 %s.*" % (why, why), out), out
 
 
+def pss_signature(key: str, mhash: bytes, *, ps=False, sep=1, trailer=0xBC, top=False, plus_n=False) -> bytes:
+    """An RSA-PSS signature (MGF1-SHA-256, 32-byte salt) made by hand with the key's private
+    exponent, so that one rule of the encoding can be broken at a time; little-endian, as the
+    block holds it. top: the bit above emBits set (salts are tried until the encoded message
+    still is below n, else the RSA alone would garble it); plus_n: the signature s + n, which
+    is the same modulo n (salts are tried until it fits 384 bytes)."""
+    import hashlib
+    import os
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    numbers = load_pem_private_key(open(key, "rb").read(), None).private_numbers()  # type: ignore[union-attr]
+    n = numbers.public_numbers.n
+    for _ in range(1000):
+        salt = os.urandom(32)
+        h = hashlib.sha256(bytes(8) + mhash + salt).digest()
+        db = bytearray(318) + bytes([sep]) + salt
+        if ps:
+            db[100] = 0x01
+        mask = b"".join(hashlib.sha256(h + c.to_bytes(4, "big")).digest() for c in range(11))
+        em = bytearray(a ^ b for a, b in zip(db, mask))
+        em[0] = em[0] & 0x7F | (0x80 if top else 0)
+        em += h + bytes([trailer])
+        m = int.from_bytes(em, "big")
+        if m >= n:
+            continue
+        sig = pow(m, numbers.d, n) + (n if plus_n else 0)
+        if sig < 1 << 3072:
+            return sig.to_bytes(384, "big")[::-1]
+    raise AssertionError("no salt gave such a signature")
+
+
+def with_signature(package: bytes, signature: bytes) -> bytes:
+    data = bytearray(package)
+    base = len(data) - SECTOR
+    data[base + SIG_AT:base + CRC_AT] = signature
+    struct.pack_into("<I", data, base + CRC_AT, zlib.crc32(data[base:base + CRC_AT]))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("rule, why", [
+    (None, None),  # the hand-made encoding itself verifies: each case below breaks one rule
+    ("another image", "RSA-PSS: signature does not verify"),
+    ("padding not zero", "RSA-PSS: bad padding"),
+    ("no 0x01 before the salt", "RSA-PSS: bad padding"),
+    ("trailer not 0xBC", "RSA-PSS: signature does not verify"),
+    ("top bit set", "RSA-PSS: signature does not verify"),
+    ("s + n", "signature out of range"),
+])
+def test_each_rule_of_rsa_pss_is_checked(tmp_path, compiled, image, keys, rule, why):
+    import hashlib
+
+    package = signed(image, keys, "a")
+    mhash = hashlib.sha256(package[:-SECTOR]).digest()
+    kw = {"padding not zero": dict(ps=True), "no 0x01 before the salt": dict(sep=2),
+          "trailer not 0xBC": dict(trailer=0xBB), "top bit set": dict(top=True),
+          "s + n": dict(plus_n=True)}.get(rule, {})
+    if rule == "another image":
+        mhash = hashlib.sha256(b"another image").digest()
+    package = with_signature(package, pss_signature(keys["a"][0], mhash, **kw))
+    out = verify_on_device(tmp_path, compiled, package, [keys["a"][1]])
+    assert out == ("ok 0" if rule is None else "fail 206 signature: block 0: " + why), out
+
+
 @pytest.mark.parametrize("names, trusted, block", [
     (("c", "a"), "a", 1),  # the first block's key is not trusted, the second's is
     (("a", "b"), "b", 1),  # rotation: signed with the old and the new key, the device trusts the new

@@ -27,6 +27,10 @@ mock OneNET platform on loopback, the firmware compiled to .mpy as a board gets 
               or uncompressed patch read from a file through MD5 (and from memory), each sector
               through fota.Slot.write on the fake flash: MB/s of new image, its ratio to the
               download's throughput.device, and the patch size as a % of the image.
+  signature   onenet_ota.signature.verify of a 1 MiB image signed with espsecure (64 KiB with
+              --quick) in the fake slot: the whole check's time, its RSA's (pow(s, 65537, n)),
+              the 3072-bit modular multiplications per block (the figure for a board), the
+              import's heap and the check's (its heap floor above the import's).
   sota        sota.unpack of a staged application bundle of ~1 MiB of files (gzip with a
               4 KiB window, and a plain tar) into app.new on LittleFS over the fake flash
               (SHA-256 of every file included): MB/s of files written.
@@ -789,3 +793,54 @@ def sota_unpack(ctx):
         out.append(figure("sota.%s" % name, "sota unpack, %s bundle" % ("gzip" if how else "plain tar"),
                           round(total / us, 2), "MB/s", note=note, bundle_bytes=len(bundles[name])))
     return out
+
+
+@row("signature")
+def signature_rows(ctx):
+    from sim.esp_image import build_app_image
+    from tools import package_fota
+
+    root = ctx.fresh("signature")
+    root.mkdir(parents=True)
+    key = str(root / "key.pem")
+    package_fota.keygen(key)
+    digest = package_fota.key_digest(key)
+    size = (64 if ctx.quick else 1024) * 1024
+    image = root / "app.bin"
+    image.write_bytes(build_app_image(NEW, size))
+    signed = root / "app.signed.bin"
+    package = package_fota.sign(str(image), [key], str(signed))
+    device = new_device(root / "dev")
+    device.flash_image("ota_1", package)
+    device.bootloader()
+    script = str(device_script("signature_verify"))
+    runs = []
+    for _ in range(ctx.reps):
+        line = [x for x in script_lines(ctx, device, [script, str(len(package)), digest, "check"], "signature")
+                if x.startswith("bench signature ok")][-1].split()
+        runs.append((int(line[4]), int(line[5]), int(line[6])))
+
+    def attempt(skip):
+        def run(heap):
+            proc = run_on(ctx, device, [script, str(len(package)), digest, skip], heapsize=heap)
+            if "bench signature ok" in proc.stdout:
+                return None
+            return ((proc.stdout + proc.stderr).strip().splitlines() or ["exit %d" % proc.returncode])[-1]
+        return run
+
+    without, _, _ = heap_floor(ctx, attempt("skip"), "signature import alone")
+    floor, _, _ = heap_floor(ctx, attempt("check"), "signature check")
+    e = 65537
+    note = "median of %d; %d KiB image + 4 KiB signature sector, one RSA-3072 block" % (ctx.reps, size // 1024)
+    return [
+        figure("signature.verify", "signature.verify, %d KiB image" % (size // 1024),
+               median([r[0] for r in runs]) / 1000, "ms", note=note),
+        figure("signature.rsa", "signature: the RSA alone, pow(s, 65537, n)", median([r[1] for r in runs]) / 1000, "ms"),
+        figure("signature.modmul", "signature: 3072-bit modular multiplications per block",
+               e.bit_length() - 1 + bin(e).count("1"), "",
+               note="%d squarings + %d multiplications: the RSA time on a board is this many times one" %
+                    (e.bit_length() - 1, bin(e).count("1"))),
+        figure("signature.import", "import onenet_ota.signature", runs[0][2], "B"),
+        figure("signature.heap", "signature check: heap floor above the import's", floor - without, "B",
+               note="smallest heapsize %d B with the check, %d B without" % (floor, without)),
+    ]

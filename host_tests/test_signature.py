@@ -343,3 +343,26 @@ def test_bad_trusted_keys_name_the_field(value, why):
     rules = config_rules()
     with pytest.raises(rules.ConfigError, match="field 'trusted_keys' .*%s" % why):
         rules.from_dict(dict(CONFIG, trusted_keys=value))
+
+
+def test_a_cut_between_the_101_and_the_check_still_checks_at_the_next_boot(board, platform, tmp_path, keys):
+    """The state a power cut leaves after the 101, before the signature was checked (made as
+    test_fota_powercut makes it: a cut at set_boot, the journal set back to DOWNLOAD): the
+    next boot checks the image and the signature again before any switch. Here the key is no
+    longer trusted by then: 206, nothing switched."""
+    raw = tmp_path / "new.bin"
+    raw.write_bytes(board.image("1.1"))
+    package = signed(raw, keys, "a")
+    board.install(trusted_keys=[keys["a"][1]])
+    task = board.add_task(package, target="1.1")
+    first = board.boot(cut="set_boot=before")
+    assert first.cut and "signature ok" in first.output, first.output
+    path = board.device.fs / "ota_journal.json"
+    entry = json.loads(path.read_text())
+    assert entry["phase"] == "verified"
+    entry["phase"] = "download"
+    path.write_text(json.dumps(entry))
+    board.install(trusted_keys=[keys["b"][1]])
+    result = run(board)
+    assert_failed(board, result, task, 206, r"signature: block 0: key \w+\.\.\. not trusted",
+                  reports=[(101, 0), (101, 21), (206, 0)], history=[TBU, DOWNLOADING, UPGRADING, FAILED])

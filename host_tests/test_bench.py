@@ -40,7 +40,7 @@ def test_quick_bench_prints_the_table_and_writes_json(tmp_path):
     assert ".cycle" in rows["heap.import_download_path"]["note"] and ".south" in rows["heap.import_download_path"]["note"]
     assert rows["heap.loop_allocations"]["value"] == 0 and rows["heap.loop_allocations"]["ok"], rows["heap.loop_allocations"]
     # signature: the check's time, its RSA's, its heap; 18 multiplications per block for e = 65537
-    for name in ("signature.verify", "signature.rsa", "signature.import", "signature.heap"):
+    for name in ("signature.verify", "signature.rsa", "signature.import", "signature.heap", "signature.floor.cycle"):
         assert rows[name]["group"] == "signature" and rows[name]["value"] > 0, rows[name]
     assert rows["signature.modmul"]["value"] == 18
     # the counts: one connection, one token check, each sector erased once, at most a sector again

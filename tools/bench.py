@@ -830,6 +830,15 @@ def signature_rows(ctx):
 
     without, _, _ = heap_floor(ctx, attempt("skip"), "signature import alone")
     floor, _, _ = heap_floor(ctx, attempt("check"), "signature check")
+
+    def cycle(data, config):
+        def run(heap):
+            done = full_cycle(ctx, data, heapsize=heap, config=config)
+            return None if done["ok"] else where_it_failed(done)
+        return run
+
+    signed_cycle, _, _ = heap_floor(ctx, cycle(package, {"trusted_keys": [digest]}), "signed full cycle")
+    plain_cycle, _, _ = heap_floor(ctx, cycle(image.read_bytes(), None), "unsigned full cycle")
     e = 65537
     note = "median of %d; %d KiB image + 4 KiB signature sector, one RSA-3072 block" % (ctx.reps, size // 1024)
     return [
@@ -843,4 +852,7 @@ def signature_rows(ctx):
         figure("signature.import", "import onenet_ota.signature", runs[0][2], "B"),
         figure("signature.heap", "signature check: heap floor above the import's", floor - without, "B",
                note="smallest heapsize %d B with the check, %d B without" % (floor, without)),
+        figure("signature.floor.cycle", "smallest heapsize for a full cycle, signed, key trusted", signed_cycle, "B",
+               note="the same image unsigned, no trusted keys: %d B (%+d B)" % (plain_cycle, signed_cycle - plain_cycle),
+               unsigned=plain_cycle),
     ]

@@ -146,6 +146,19 @@ def test_package_fota_keygen_refuses_to_overwrite(tmp_path):
     assert key.read_text() == "precious"
 
 
+def test_package_fota_refuses_a_signed_file_and_a_non_key(tmp_path, image, keys):
+    (tmp_path / "s.bin").write_bytes(signed(image, keys, "a"))
+    twice = subprocess.run([sys.executable, "-m", "tools", "package", "fota", str(tmp_path / "s.bin"), "--version",
+                            "1.1", "--sign", keys["a"][0], "-o", str(tmp_path / "t.bin")],
+                           cwd=REPO, capture_output=True, text=True)
+    assert twice.returncode == 1 and "sign the image alone" in twice.stderr, twice.stderr
+    assert not (tmp_path / "t.bin").exists()
+    (tmp_path / "junk.pem").write_text("not a key")
+    junk = subprocess.run([sys.executable, "-m", "tools", "package", "fota", str(image), "--version", "1.1",
+                           "--sign", str(tmp_path / "junk.pem")], cwd=REPO, capture_output=True, text=True)
+    assert junk.returncode == 2 and "not a signing key" in junk.stderr, junk.stderr
+
+
 # ---- device: signature vectors -------------------------------------------------------------------
 
 def test_signed_image_verifies(tmp_path, compiled, image, keys):

@@ -2,9 +2,24 @@
 # drops this module before a download or a confirmation, so nothing here may outlive a
 # call: a task leaves as a plain dict (an object of a class from here would keep the whole
 # module in the heap through its methods).
+#
+# No downgrade: a task whose target is not newer than what runs now (the firmware's version;
+# for an application task the installed application's) is refused with 204 before anything
+# is downloaded, unless the config says "allow_downgrade": true. A target equal to the
+# running version (a re-install) is not newer either. Versions compare as dotted numbers:
+# "1.10" > "1.9", "1.0" == "1.0.0" == "1" (trailing zero parts do not count, nor leading
+# zeros: "1.01" == "1.1"), and a leading "v" or "V" is ignored ("v1.2" == "1.2"). Anything
+# else - an empty part, a part that is not all decimal digits ("1.2-rc1", "1.2b", "dev") -
+# cannot be ordered, and a version that cannot be ordered, on either side, is never newer:
+# the task is refused. That is the safe side for a device: a text rule (is "1.2-rc1" before
+# or after "1.2"?) would let some pre-release or renamed build count as an upgrade, and a
+# wrongly refused upgrade is reported (204, with the reason) and fixed on the platform with
+# a numeric version or by allowing downgrades, while a wrongly taken downgrade may bring back
+# whatever the newer build fixed. No installed application (no manifest): any application
+# target is taken.
 from micropython import const
 
-from onenet_ota.codes import Fail, IDLE, FETCH, DONE, DOWNLOAD_FAILED, UPGRADED
+from onenet_ota.codes import Fail, IDLE, FETCH, DONE, DOWNLOAD_FAILED, UPGRADED, WRONG_BUILD
 
 FOTA = const(1)  # the `type` of a check: firmware
 SOTA = const(2)  # application files
@@ -47,6 +62,32 @@ def plain(s, most):
     return True
 
 
+def numbers(v):
+    """The parts of a dotted numeric version as ints without trailing zeros ("v1.10.0" ->
+    [1, 10]), or None for anything else (see the module comment)."""
+    if type(v) is not str:
+        return None
+    if v[:1] in ("v", "V"):
+        v = v[1:]
+    out = []
+    for part in v.split("."):
+        if not part:
+            return None
+        for b in part.encode():
+            if not 47 < b < 58:
+                return None
+        out.append(int(part))
+    while len(out) > 1 and out[-1] == 0:
+        out.pop()
+    return out
+
+
+def newer(target, current):
+    """Whether version `target` is newer than `current`; False when either cannot be ordered."""
+    t, c = numbers(target), numbers(current)
+    return t is not None and c is not None and t > c
+
+
 def task(d, kind):
     """Task data as the platform object handed it over, validated, as a dict (delta: True
     for a differential package) with its kind ("fota" or "sota": which check offered it)."""
@@ -81,11 +122,13 @@ def upgraded(platform, running):
     return DONE, t, UPGRADED
 
 
-def plan(platform, entry, running, app, failed):
+def plan(platform, entry, running, app, failed, downgrade=False):
     """What this cycle does: (FETCH, task, the journal entry to resume or None) or (IDLE,
     None, None). A task that cannot be acted on, or that failed before for a lasting reason
-    (`failed`: [token, md5, code] of that one), raises Fail for it. entry: the journal of a
-    download, or None."""
+    (`failed`: [token, md5, code] of that one), raises Fail for it; so does one whose target
+    is not newer than the running firmware (or the installed application: `app`, None when
+    there is none), unless `downgrade` (the config's allow_downgrade). entry: the journal of
+    a download, or None."""
     # firmware first: an application is built for the firmware it runs on
     for kind, version in ((FOTA, running), (SOTA, app or "0")):
         name = _KINDS[kind]
@@ -99,6 +142,12 @@ def plan(platform, entry, running, app, failed):
             raise Fail(DOWNLOAD_FAILED, e, {"kind": name, "token": e.token})
         if t and failed and [t["token"], t["md5"]] == failed[:2]:
             raise Fail(failed[2], "this package failed before", t)
+        current = running if kind == FOTA else app
+        if t and not downgrade and current is not None and not newer(t["target"], current):
+            same = numbers(t["target"]) is not None and numbers(t["target"]) == numbers(current)
+            raise Fail(WRONG_BUILD, "target %s %s %s %s (allow_downgrade is false)" % (
+                t["target"], "re-installs the" if same else "is not newer than the",
+                "running firmware" if kind == FOTA else "installed application", current), t)
         if entry and entry["kind"] == name and not (t and entry["token"] == t["token"] and entry["md5"] == t["md5"]
                                                     and entry["size"] == t["size"]):
             entry = None  # the journal's task is gone

@@ -35,6 +35,8 @@ _FIELDS = (
     # hex SHA-256 digests of the public keys firmware must be signed with (0-3; espsecure
     # digest-sbv2-public-key, printed by `package fota --sign`): none, no signature check
     ("trusted_keys", list, []),
+    # take a task whose target is not newer than the running version (check.py's rule)
+    ("allow_downgrade", bool, False),
 )
 
 
@@ -68,6 +70,7 @@ class Config:
     wifi_ssid: str
     wifi_password: str
     trusted_keys: list
+    allow_downgrade: bool
 
 
 def load(path=PATH):

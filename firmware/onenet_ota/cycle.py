@@ -102,7 +102,8 @@ class Cycle:
                     if result[0] == DONE:
                         return result
                 self._report_version()
-            return check.plan(self.platform, entry, self.running, self.app, self.state.get("failed"))
+            return check.plan(self.platform, entry, self.running, self.app, self.state.get("failed"),
+                              self.cfg.allow_downgrade)
         finally:
             del check
             drop("check")  # its code leaves the heap before a download

@@ -5,7 +5,8 @@
 #
 # No downgrade: a task whose target is not newer than what runs now (the firmware's version;
 # for an application task the installed application's) is refused with 204 before anything
-# is downloaded, unless the config says "allow_downgrade": true. A target equal to the
+# is downloaded (only the token check is made, for the platform takes a 2xx code only from a
+# task that is downloading), unless the config says "allow_downgrade": true. A target equal to the
 # running version (a re-install) is not newer either. Versions compare as dotted numbers:
 # "1.10" > "1.9", "1.0" == "1.0.0" == "1" (trailing zero parts do not count, nor leading
 # zeros: "1.01" == "1.1"), and a leading "v" or "V" is ignored ("v1.2" == "1.2"). Anything
@@ -145,6 +146,9 @@ def plan(platform, entry, running, app, failed, downgrade=False):
         current = running if kind == FOTA else app
         if t and not downgrade and current is not None and not newer(t["target"], current):
             same = numbers(t["target"]) is not None and numbers(t["target"]) == numbers(current)
+            # the platform takes a 2xx only from a task that is downloading: the token check
+            # (endpoint 3) moves it there, and nothing is downloaded
+            platform.start(t, False)
             raise Fail(WRONG_BUILD, "target %s %s %s %s (allow_downgrade is false)" % (
                 t["target"], "re-installs the" if same else "is not newer than the",
                 "running firmware" if kind == FOTA else "installed application", current), t)

@@ -5,11 +5,11 @@
 #
 # No downgrade: a task whose target is not newer than what runs now (the firmware's version;
 # for an application task the installed application's) is refused with 204 before anything
-# is downloaded (only the token check is made, for the platform takes a 2xx code only from a
-# task that is downloading), unless the config says "allow_downgrade": true. A target equal to the
-# running version (a re-install) is not newer either. Versions compare as dotted numbers:
-# "1.10" > "1.9", "1.0" == "1.0.0" == "1" (trailing zero parts do not count, nor leading
-# zeros: "1.01" == "1.1"), and a leading "v" or "V" is ignored ("v1.2" == "1.2"). Anything
+# is downloaded (only the token check is made, for the platform takes a 2xx code only from
+# a task that is downloading), unless the config says "allow_downgrade": true. A target
+# equal to the running version (a re-install) is not newer either. Versions compare as
+# dotted numbers: "1.10" > "1.9", "1.0" == "1.0.0" == "1" (trailing zero parts do not
+# count, nor leading zeros: "1.01" == "1.1"), and a leading "v" or "V" is ignored ("v1.2" == "1.2"). Anything
 # else - an empty part, a part that is not all decimal digits ("1.2-rc1", "1.2b", "dev") -
 # cannot be ordered, and a version that cannot be ordered, on either side, is never newer:
 # the task is refused. That is the safe side for a device: a text rule (is "1.2-rc1" before

@@ -48,3 +48,48 @@ api("after", lambda: p.report_version("1.0", None))
     assert got["after"] == "OK None"
     assert other.accepted == 0
     assert len(s.requests) == 3 and all("\r\nAuthorization: " in h for h, _ in s.requests)
+
+
+def http_date(t):
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(t))
+
+
+def expiry(head):
+    return int(head.split("&et=", 1)[1].split("&", 1)[0])
+
+
+AUTH_FAILED = b'{"errno": 1, "error": "token auth failed"}'
+
+
+@pytest.mark.parametrize("https, ahead, taken", [
+    (False, 1800, False),  # plain http: no Date is taken, however near
+    (True, 1800, True),  # over TLS, within auth_lifetime (3600): taken
+    (True, -1800, True),
+    (True, 3601 + 60, False),  # over TLS, but further than auth_lifetime: not taken
+    (True, -(3601 + 60), False),
+])
+@pytest.mark.parametrize("first", ["ok", "errno1"])
+def test_server_date_sets_the_clock_only_over_tls_and_within_the_lifetime(serve, pki, https, ahead, taken, first):
+    """Issue 14, Clock: the first answer's Date (or that of an errno 1) corrects the clock
+    only when it came over TLS, and never by more than auth_lifetime."""
+    date = "Date: " + http_date(time.time() + ahead)
+    replies = [reply(200, OK if first == "ok" else AUTH_FAILED, [date]), reply(200, OK, [date]), reply(200, OK)]
+    s = serve(replies, tls=pki["localhost"] if https else None)
+    t0 = time.time()
+    got, out = south("""
+api("a", lambda: p.report_version("1.0", None))
+api("b", lambda: p.report_version("1.0", None))
+print("offset", p.auth.offset)
+""", s, https=https, ca=pki["ca"] if https else "")
+    assert got["a"] == got["b"] == "OK None", out
+    heads = [h for h, _ in s.requests]
+    assert len(heads) == (3 if first == "errno1" else 2)
+    first_et, last_et = expiry(heads[0]), expiry(heads[-1])
+    assert abs(first_et - (t0 + 3600)) < 15  # the device's own clock before any answer
+    if taken:
+        assert int(got["offset"]) == pytest.approx(ahead, abs=15)
+        assert abs(last_et - (t0 + ahead + 3600)) < 15
+    else:
+        assert got["offset"] == "0"
+        assert abs(last_et - (t0 + 3600)) < 15  # never further ahead than the lifetime
+    assert ("more than auth_lifetime: not taken" in out) == (https and not taken)

@@ -76,8 +76,11 @@ class South:
             self.fetcher.close()
 
     def call(self, method, path, body=None):
-        """One call; returns `data` (or None). On errno 1 the clock is set from the answer's
-        Date and the header signed anew, once: the usual cause is a wrong device clock. An
+        """One call; returns `data` (or None). It follows no redirect (http: a request with
+        Authorization does not), so a 3xx is a ServerError. Over TLS the first answer's Date
+        corrects the clock (auth.sync: never by more than the lifetime); over plain http no
+        Date is taken. On errno 1 the clock is set from that answer's Date (over TLS) and the
+        header signed anew, once: the usual cause is a wrong device clock. An
         HTTP 5xx or errno 7 (the platform's own trouble) is asked once more at once: every call
         is safe to repeat, and a device that checks hourly should not lose an hour to one
         hiccup."""
@@ -85,7 +88,8 @@ class South:
             gc.collect()  # garbage of the last call goes first: fewer holes in a small heap
             resp = self.client.request(method, "%s://%s%s" % (self.scheme, self.host, path),
                                        headers={"Authorization": self.auth.header()}, json=body)
-            if not self.auth.synced:
+            tls = self.scheme == "https"  # no redirect followed: the answer came over TLS
+            if tls and not self.auth.synced:
                 self.auth.sync(resp.date)  # the first answer sets the clock; errno 1 again
             if resp.status != 200:
                 resp.close()
@@ -101,7 +105,8 @@ class South:
             if attempt or errno not in (_AUTH_FAILED, _INTERNAL):
                 raise PlatformError(errno, str(reply.get("error")))
             if errno == _AUTH_FAILED:
-                self.auth.sync(resp.date)
+                if tls:
+                    self.auth.sync(resp.date)
                 self.auth.renew()
 
     def identify(self, known):

@@ -109,9 +109,12 @@ class South:
                     self.auth.sync(resp.date)
                 self.auth.renew()
 
-    def identify(self, known):
-        """The device's dev_id: configured, else `known` (looked up before), else looked up
-        now with endpoint 9. Returns the id when it was looked up now (to be remembered)."""
+    def identify(self, known, seen=None):
+        """The device's dev_id: configured; else `known`, looked up over TLS before; else
+        looked up now with endpoint 9. An id looked up over plain http is never taken for
+        good: it is looked up again at every boot and must equal `seen`, the answer the
+        boot before (a different one is a ValueError: nothing is downloaded). Returns the
+        (state name, id) to remember, or None."""
         if self.dev_id:
             return None
         if known:
@@ -123,8 +126,13 @@ class South:
             dev_id = str(dev_id)
         if type(dev_id) is not str or not dev_id.isdigit():
             raise ValueError("devInfo gave no dev_id")
+        if self.scheme == "https":
+            self.dev_id = dev_id
+            return "dev_id_tls", dev_id
+        if seen and seen != dev_id:
+            raise ValueError("devInfo gave dev_id %s over plain http, %s before: refused" % (dev_id, seen))
         self.dev_id = dev_id
-        return dev_id
+        return None if seen else ("dev_id_http", dev_id)
 
     def report_version(self, firmware, app):
         """Endpoint 1: the versions running now (app None: no application)."""

@@ -107,8 +107,8 @@ a.renew(); show("forced")        # renew() forces a new header at once
 
 def test_clock_corrected_from_date_header():
     key = keys()[1]
-    # a board without NTP believes it is 2000-01-01
-    cases = {"start": 946684800, "pid": "9", "key": key, "method": "sha256"}
+    # a board whose clock is 40 minutes behind the server's (within the 3600 s lifetime)
+    cases = {"start": 1700000000 - 2400, "pid": "9", "key": key, "method": "sha256"}
     out, _ = run_device(CLOCK + """
 show("wrong")
 print("sync", a.sync("Tue, 14 Nov 2023 22:13:20 GMT"), a.offset)
@@ -117,14 +117,53 @@ print("bad", a.sync(None), a.sync(""), a.sync("yesterday"), a.sync("Tue, 31 Apr 
 T[0] += 5; print("jitter", a.sync(b"Tue, 14 Nov 2023 22:13:24 GMT"))
 show("kept")
 """, cases)
-    assert out[0].split()[1] == str(946684800 + 3600)
-    assert out[1] == "sync True %d" % (1700000000 - 946684800)
+    assert out[0].split()[1] == str(1700000000 - 2400 + 3600)
+    assert out[1] == "sync True 2400"
     assert out[2].split()[1] == str(1700000000 + 3600)
     assert out[2].split()[2] == reference(key, "products/9", 1700003600, "sha256")
     assert out[3] == "bad False False False False"
     assert out[4] == "jitter True"
     # a one-second correction does not re-sign: the cached header is still good
     assert out[5].split()[1] == str(1700000000 + 3600)
+
+
+def test_date_further_than_the_lifetime_is_not_taken():
+    """Issue 14, Clock: a Date never moves the clock by more than auth_lifetime, so no Date
+    (forged or not) makes the device sign an expiry further ahead than that."""
+    key = keys()[1]
+    # a board without NTP believes it is 2000-01-01: a 2023 Date is 23 years off
+    cases = {"start": 946684800, "pid": "9", "key": key, "method": "sha256"}
+    out, both = run_device(CLOCK + """
+show("before")
+print("far", a.sync("Tue, 14 Nov 2023 22:13:20 GMT"), a.offset, a.synced)
+show("after")
+T[0] = 1700000000
+print("edge", a.sync("Tue, 14 Nov 2023 23:13:20 GMT"), a.offset)    # +3600: taken
+print("over", a.sync("Tue, 14 Nov 2023 23:13:21 GMT"), a.offset)    # +3601: not
+print("under", a.sync("Tue, 14 Nov 2023 21:13:19 GMT"), a.offset)   # -3601: not
+show("edge")
+""", cases)
+    out = [line for line in out if not line.startswith("ota:")]
+    assert out[0].split()[1] == out[2].split()[1] == str(946684800 + 3600)  # not moved, not re-signed
+    assert out[1] == "far False 0 True"
+    assert "ota: clock: the server's Date is %d s from the device's clock" % (1700000000 - 946684800) in both
+    assert out[3:6] == ["edge True 3600", "over False 3600", "under False 3600"]
+    assert out[-1].split()[1] == str(1700000000 + 3600 + 3600)  # at most the lifetime ahead
+
+
+def test_a_clock_set_back_re_signs_a_header_that_runs_too_far_ahead():
+    key = keys()[1]
+    cases = {"start": 1700000000, "pid": "9", "key": key, "method": "sha256"}
+    out, _ = run_device(CLOCK + """
+show("t0")
+print("back", a.sync("Tue, 14 Nov 2023 22:13:15 GMT"))   # 5 s back: et 3605 s ahead
+show("t1")
+T[0] += 100; show("t2")                                   # 3505 s ahead again: kept
+""", cases)
+    assert out[0].split()[1] == "1700003600"
+    assert out[1] == "back True"
+    assert out[2].split()[1] == str(1700000000 - 5 + 3600)  # re-signed: never beyond the lifetime
+    assert out[3].split()[1:] == out[2].split()[1:]
 
 
 def test_device_level_res():

@@ -519,6 +519,29 @@ step("r", lambda: c.request("GET", URL))
     assert time.monotonic() - t0 < 3
 
 
+def test_a_request_with_authorization_follows_no_redirect(serve):
+    """The Authorization header never goes to another host: a request that carries it (in
+    any case) gets the 3xx itself, even to the same origin; OneNET's API calls are the ones
+    that carry it, and the spec has no redirect for them."""
+    other = serve([reply(200, b"never")])
+    s = serve([reply(302, b"moved", headers=["Location: " + other.url("/x")]),
+               reply(307, headers=["Location: /same"]),
+               reply(302, headers=["Location: " + other.url("/x")]),
+               reply(200, b"next")])
+    got, _ = device("""
+c = http.Client(timeout=2)
+print("a", show(c.request("GET", URL, headers={"Authorization": "SECRET"})))
+print("b", show(c.request("POST", URL, headers={"authorization": "SECRET"}, json={"step": 1})))
+print("c", show(c.request("GET", URL, headers={"Range": "bytes=0-", "AUTHORIZATION": "SECRET"})))
+print("d", show(c.request("GET", URL))[-1])
+""", URL=s.url("/api"))
+    assert got["a"] == "[302, 5, None, None, 'moved']"
+    assert got["b"] == "[307, 0, None, None, '']"
+    assert got["c"] == "[302, 0, None, None, '']"
+    assert got["d"] == "next"
+    assert other.accepted == 0 and s.accepted == 1 and len(s.requests) == 4
+
+
 # ---------------------------------------------------------------- timeouts
 
 
@@ -710,6 +733,25 @@ step("r", lambda: http.Client(timeout=5, cafile=CA).request("GET", URL, headers=
         assert s.accepted == 1
     else:
         assert s.accepted == 0  # refused before even connecting
+
+
+@pytest.mark.parametrize("location", ["http://127.0.0.1:{plain}/p", "https://localhost:{hop}/hop"])
+def test_no_redirect_from_https_to_http(serve, pki, location):
+    """A redirect from https to plain http, at once or after another https hop, is refused
+    before anything is sent to the http URL."""
+    plain = serve([reply(200, b"downgraded")])
+    hop = serve([reply(302, headers=["Location: " + plain.url("/p")])], tls=pki["localhost"])
+    s = serve([reply(301, headers=["Location: /moved"]),  # relative: stays https
+               reply(302, headers=["Location: " + location.format(plain=plain.port, hop=hop.port)])],
+              tls=pki["localhost"])
+    got, out = device("""
+step("r", lambda: show(http.Client(timeout=5, cafile=CA).request("GET", URL, headers={"Range": "bytes=0-"})))
+""", CA=pki["ca"], URL=s.url("/t", "https", "localhost"))
+    time.sleep(0.2)
+    assert [h.split(" ")[1] for h, _ in s.requests] == ["/t", "/moved"]
+    assert got["r"] == "TLSError downgrade", out
+    assert plain.accepted == 0 and plain.requests == []
+    assert hop.accepted == ("hop" in location)
 
 
 def test_tls_handshake_timeout(serve, pki):

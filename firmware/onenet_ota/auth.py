@@ -4,8 +4,10 @@
 #   sig = base64(HMAC_m(base64decode(access_key), et "\n" m "\n" res "\n" version))
 #
 # MicroPython has hashlib but no hmac, so HMAC is done here over hashlib. The device clock
-# may be wrong (no NTP yet, or a port counting from 2000): Auth.sync() corrects it from the
-# server's HTTP Date header (parsed by clock.py, imported for that and dropped again). The access key is kept only as raw bytes in a private
+# may be a little off: Auth.sync() corrects it from the server's HTTP Date header (parsed by
+# clock.py, imported for that and dropped again), which the caller takes only from an answer
+# over TLS, and never by more than the lifetime: a forged Date cannot make the device sign
+# an expiry further ahead than that. The access key is kept only as raw bytes in a private
 # attribute and never printed.
 import binascii
 import hashlib
@@ -72,8 +74,8 @@ class Auth:
         self.res = res or "products/%s" % product_id
         self.method = method
         self.lifetime = lifetime
-        self.offset = 0  # server clock minus device clock, seconds
-        self.synced = False  # offset taken from a server's Date
+        self.offset = 0  # server clock minus device clock, seconds (at most the lifetime)
+        self.synced = False  # a server's Date was read (taken or not)
         self.et = 0  # expiry of the cached header
         self._key = binascii.a2b_base64(access_key)
         self._hdr = None
@@ -83,9 +85,10 @@ class Auth:
         return _unix() + self.offset
 
     def header(self):
-        """The Authorization header value; a new one when the cached one is about to expire."""
+        """The Authorization header value; a new one when the cached one is about to expire,
+        or runs further ahead than the lifetime (the clock was set back since)."""
         now = self.now()
-        if self._hdr is None or now + _MARGIN >= self.et:
+        if self._hdr is None or not now + _MARGIN < self.et <= now + self.lifetime:
             self.et = now + self.lifetime
             self._hdr = token(self._key, self.res, self.et, self.method)
         return self._hdr
@@ -95,11 +98,13 @@ class Auth:
         self._hdr = None
 
     def sync(self, date):
-        """Correct the clock from an HTTP Date header value; False if it was absent or bad."""
+        """Correct the clock from an HTTP Date header value (take it only from an answer over
+        TLS); False if it was absent or bad, or further from the device's own clock than the
+        lifetime (not taken, and logged)."""
         if not date:
             return False
         from onenet_ota import clock
-        from onenet_ota.codes import drop
+        from onenet_ota.codes import drop, log
 
         try:
             offset = clock.parse_date(date) - _unix()
@@ -108,8 +113,11 @@ class Auth:
         finally:
             del clock
             drop("clock")
+        self.synced = True  # a Date was read: the first answer's is not looked at again
+        if abs(offset) > self.lifetime:
+            log("clock: the server's Date is %d s from the device's clock, more than auth_lifetime: not taken" % offset)
+            return False
         if abs(offset - self.offset) > _SKEW:
             self.renew()
         self.offset = offset
-        self.synced = True
         return True

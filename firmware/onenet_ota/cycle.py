@@ -15,7 +15,7 @@ from onenet_ota import journal, fota
 from onenet_ota.codes import log, drop, Fail, ENDED, IDLE, FETCH, SWITCH, DONE, UPGRADED
 
 APP_MANIFEST = "app/manifest.json"
-STATE_PATH = "ota_state.json"  # the dev_id once looked up, the versions last reported, a lasting failure
+STATE_PATH = "ota_state.json"  # the dev_id looked up (over TLS; over http), the versions last reported, a lasting failure
 
 SWITCHING = const(1)  # what run() returns when a verified package boots next
 
@@ -90,10 +90,10 @@ class Cycle:
         from onenet_ota import check
 
         try:
-            known = self.state.get("dev_id")
-            looked_up = self.platform.identify(known)
+            # the dev_id looked up over TLS (taken), or over plain http (to compare with)
+            looked_up = self.platform.identify(self.state.get("dev_id_tls"), self.state.get("dev_id_http"))
             if looked_up:
-                self._remember("dev_id", looked_up)
+                self._remember(*looked_up)
             reported = self.state.get("reported")
             if reported != self._versions():
                 # not the first boot and the firmware changed: was it an upgrade?

@@ -6,11 +6,14 @@
 # timeout applies to connect, the TLS handshake, every read and the whole response head,
 # redirects included. TLS is in _tls.py, imported only for an https URL.
 #
+# Redirects: never from https to http; a request with an Authorization header follows none
+# (its 3xx is the answer), so the header never reaches another host (128 B of heap, 2026-12-04).
+#
 # Framing (head lines, chunk sizes) is read byte by byte, so nothing is read ahead of the
 # body: Response.readinto() goes straight from the socket into the caller's buffer with
 # readinto(buf, n), allocating nothing.
 #
-# Heap: an imported module keeps its code, names and strings in RAM (about 6.5 KB for this
+# Heap: an imported module keeps its code, names and strings in RAM (about 6 KB for this
 # one as x64 .mpy; host_tests/test_http_client.py bounds it). So: few functions and error
 # strings of at most 10 characters (interned, no object). Names say what they hold: names
 # chosen only because the firmware already had them (state, url, raw, pos, stop) saved
@@ -151,11 +154,17 @@ class Client:
             s.close()
 
     def request(self, method, url, headers=None, json=None, data=None):
-        """Send a request, follow up to 4 redirects; the Response with its head read."""
+        """Send a request, follow up to 4 redirects; the Response with its head read.
+        A request with an Authorization header follows none (the 3xx is returned): the
+        header never goes to another host. A redirect from https to http is a TLSError,
+        before anything is sent to the http URL."""
         # (the strings are split so that each is one the firmware already has: no RAM)
         h = ""
+        follow = 1
         for k in headers or ():
             h += "%s: %s\r\n" % (k, headers[k])  # type: ignore
+            if k.lower() == "authorization":
+                follow = 0
         if json is not None:
             data = _json.dumps(json).encode()
             h += "%s: %s\r\n" % ("Content-Type", "application/json")
@@ -167,6 +176,8 @@ class Client:
             tls = sc == "https"
             if not (tls or sc == "http"):
                 raise ValueError(url)
+            if follow > 1 and not tls:  # follow 2: redirected from https
+                raise TLSError("downgrade")
             o = sc + "://" + host
             # the head and the body in ONE write: no Nagle/delayed-ACK stall
             req = ("%s %s %s\r\n" % (method, "/" + path, "HTTP/1.1") + "Host: %s\r\n" % host + h + "\r\n").encode()
@@ -207,7 +218,7 @@ class Client:
                     self.close()
                     raise TLSError(str(e)) if tls else ProtocolError("bad url")
             loc = r.headers.get("location")
-            if r.status // 100 != 3 or not loc:
+            if r.status // 100 != 3 or not loc or not follow:
                 return r
             r.close()
             # absolute, absolute-path or relative (no CR/LF inside: readline drops them)
@@ -217,6 +228,7 @@ class Client:
                     loc = "/" + path[:path.rfind("/") + 1] + loc
                 loc = o + loc
             url = loc
+            follow = follow + tls
         raise ProtocolError("redirects")
 
     def readline(self, mode):

@@ -76,8 +76,11 @@ class South:
             self.fetcher.close()
 
     def call(self, method, path, body=None):
-        """One call; returns `data` (or None). On errno 1 the clock is set from the answer's
-        Date and the header signed anew, once: the usual cause is a wrong device clock. An
+        """One call; returns `data` (or None). It follows no redirect (http: a request with
+        Authorization does not), so a 3xx is a ServerError. Over TLS the first answer's Date
+        corrects the clock (auth.sync: never by more than the lifetime); over plain http no
+        Date is taken. On errno 1 the clock is set from that answer's Date (over TLS) and the
+        header signed anew, once: the usual cause is a wrong device clock. An
         HTTP 5xx or errno 7 (the platform's own trouble) is asked once more at once: every call
         is safe to repeat, and a device that checks hourly should not lose an hour to one
         hiccup."""
@@ -85,7 +88,8 @@ class South:
             gc.collect()  # garbage of the last call goes first: fewer holes in a small heap
             resp = self.client.request(method, "%s://%s%s" % (self.scheme, self.host, path),
                                        headers={"Authorization": self.auth.header()}, json=body)
-            if not self.auth.synced:
+            tls = self.scheme == "https"  # no redirect followed: the answer came over TLS
+            if tls and not self.auth.synced:
                 self.auth.sync(resp.date)  # the first answer sets the clock; errno 1 again
             if resp.status != 200:
                 resp.close()
@@ -101,12 +105,16 @@ class South:
             if attempt or errno not in (_AUTH_FAILED, _INTERNAL):
                 raise PlatformError(errno, str(reply.get("error")))
             if errno == _AUTH_FAILED:
-                self.auth.sync(resp.date)
+                if tls:
+                    self.auth.sync(resp.date)
                 self.auth.renew()
 
-    def identify(self, known):
-        """The device's dev_id: configured, else `known` (looked up before), else looked up
-        now with endpoint 9. Returns the id when it was looked up now (to be remembered)."""
+    def identify(self, known, seen=None):
+        """The device's dev_id: configured; else `known`, looked up over TLS before; else
+        looked up now with endpoint 9. An id looked up over plain http is never taken for
+        good: it is looked up again at every boot and must equal `seen`, the answer the
+        boot before (a different one is a ValueError: nothing is downloaded). Returns the
+        (state name, id) to remember, or None."""
         if self.dev_id:
             return None
         if known:
@@ -118,8 +126,13 @@ class South:
             dev_id = str(dev_id)
         if type(dev_id) is not str or not dev_id.isdigit():
             raise ValueError("devInfo gave no dev_id")
+        if self.scheme == "https":
+            self.dev_id = dev_id
+            return "dev_id_tls", dev_id
+        if seen and seen != dev_id:
+            raise ValueError("devInfo gave dev_id %s over plain http, %s before: refused" % (dev_id, seen))
         self.dev_id = dev_id
-        return dev_id
+        return None if seen else ("dev_id_http", dev_id)
 
     def report_version(self, firmware, app):
         """Endpoint 1: the versions running now (app None: no application)."""

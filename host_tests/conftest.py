@@ -57,15 +57,12 @@ class Board:
         self.platform = platform
         self.image_size = image_size
         self.device = Device(root, image=self.image(OLD_VERSION))
-        self.config = {
-            "host": platform.host,
-            "port": platform.port,
-            "product_id": platform.product_id,
-            "access_key": platform.access_key,
-            "device_id": DEV_ID,
-            "timeout": 5,
-            "fragment_size": 65536,  # several fragments even in a small image
-        }
+        # "https": false for the plain mock (true, with a ca_file, for a TLS one)
+        self.config = platform.device_config(
+            DEV_ID,
+            timeout=5,
+            fragment_size=65536,  # several fragments even in a small image
+        )
         self.install()
 
     def image(self, version: str, size: int | None = None, **kw) -> bytes:

@@ -93,8 +93,7 @@ class Cycles:
         shutil.copytree(self.compiled, device.fs / "lib")
         with MockPlatform(product_id=DEFAULT_PRODUCT_ID, access_key=DEFAULT_ACCESS_KEY) as mock:
             mock.add_device(DEV_ID, f_version=OLD_VERSION)
-            firmware.install(device.fs, {"host": mock.host, "port": mock.port, "product_id": mock.product_id,
-                                         "access_key": mock.access_key, "device_id": DEV_ID})
+            firmware.install(device.fs, mock.device_config(DEV_ID))
             if delta:
                 package = make_patch(device.slot_image("ota_0")[:len(package)], package, "zlib")
             task = mock.add_task(DEV_ID, package, "1.1", package_type=2 if delta else 1, interval=0)

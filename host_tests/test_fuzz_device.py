@@ -432,9 +432,7 @@ def test_generated_task_data_through_the_cycle(data, cycle_rig):
     platform.set_fault("task-data", {k: v for k, v in data.items()})
     n = next(_counter)
     device = Device(rig["root"] / ("d%d" % n), image=rig["old"])
-    rig["firmware"].install(device.fs, {"host": platform.host, "port": platform.port,
-                                        "product_id": platform.product_id, "access_key": platform.access_key,
-                                        "device_id": rig["dev_id"], "timeout": 1})
+    rig["firmware"].install(device.fs, platform.device_config(rig["dev_id"], timeout=1))
     result = device.boot(extra_path=(rig["mpy"],), timeout=60)
     out = result.output
     detail = "task data %r:\n%s" % (data, out)

@@ -330,7 +330,7 @@ def test_without_trusted_keys_a_signed_package_is_just_an_image(board, platform,
 
 # ---- config: "trusted_keys" ------------------------------------------------------------------------
 
-CONFIG = {"product_id": "123456", "access_key": "a2V5", "device_id": "20001"}
+CONFIG = {"https": False, "product_id": "123456", "access_key": "a2V5", "device_id": "20001"}
 
 
 def config_rules():

@@ -11,7 +11,7 @@ from conftest import REPO
 from ptyboard import PtyBoard
 from sim import micropython
 
-CONFIG = {"host": "192.168.1.10", "port": 8080, "product_id": "123456",
+CONFIG = {"host": "192.168.1.10", "port": 8080, "https": False, "product_id": "123456",
           "access_key": "bW9jay1vbmVuZXQtYWNjZXNzLWtleS0wMDAwMDAwMDA=", "device_id": "20001"}
 MODULES = sorted(p.stem for p in (REPO / "firmware" / "onenet_ota").glob("*.py"))
 ARCH = micropython.host()["arch"]  # the "board" is the unix micropython: x64 for the PyPI one

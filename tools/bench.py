@@ -243,8 +243,7 @@ def new_platform():
 def install(device, platform, **config):
     from tools import firmware
 
-    cfg = {"host": platform.host, "port": platform.port, "product_id": platform.product_id,
-           "access_key": platform.access_key, "device_id": DEV_ID, "timeout": 5}
+    cfg = platform.device_config(DEV_ID, timeout=5)  # "https": false: the plain mock
     cfg.update(config)
     firmware.install(device.fs, cfg)
 

@@ -188,10 +188,8 @@ def _run(sched, root, mpy, verbose):
     try:
         platform.add_device(DEV_ID, unique_id=UNIQUE_ID, f_version=OLD)
         task = platform.add_task(DEV_ID, new, NEW, retry=sched["retry"], interval=0)
-        firmware.install(device.fs, {
-            "host": platform.host, "port": platform.port, "product_id": platform.product_id,
-            "access_key": platform.access_key, "device_id": DEV_ID, "timeout": TIMEOUT,
-            "fragment_size": sched["fragment_size"], "progress_step": sched["progress_step"]})
+        firmware.install(device.fs, platform.device_config(  # "https": false: the plain mock
+            DEV_ID, timeout=TIMEOUT, fragment_size=sched["fragment_size"], progress_step=sched["progress_step"]))
         killer = _Killer(platform)
         boots = 0
         for step in sched["boots"]:

@@ -261,11 +261,8 @@ class Demo:
                 self.task.id, "SOTA" if args.scenario == "sota" else "FOTA", OLD, NEW, self.task.size,
                 self.task.md5), "bold cyan")
             self._faults(len(new))
-            firmware.install(device.fs, {
-                "host": self.platform.host, "port": self.platform.port,
-                "product_id": self.platform.product_id, "access_key": self.platform.access_key,
-                "device_id": DEV_ID, "timeout": 5, "fragment_size": FRAGMENT, "progress_step": 10,
-            })
+            firmware.install(device.fs, self.platform.device_config(  # "https": false: the plain mock
+                DEV_ID, timeout=5, fragment_size=FRAGMENT, progress_step=10))
             ok, verdict = getattr(self, "scenario_" + args.scenario)(mpy, old, new)
         except Exception as error:  # noqa: BLE001 - the verdict line must always come
             import traceback

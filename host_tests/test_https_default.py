@@ -45,6 +45,12 @@ def test_a_ca_file_with_plain_http_is_still_refused():
         r.from_dict(dict(BASE, https=False, ca_file="ca.pem"))
 
 
+def test_configs_for_the_plain_mock_say_https_false(platform, board):
+    """Tests, demo, bench and campaign build their configs with MockPlatform.device_config."""
+    assert platform.device_config(DEV_ID)["https"] is False
+    assert board.config["https"] is False
+
+
 def test_the_board_stops_at_the_config_without_a_ca_file(board, platform):
     """On the board: the cycle stops at load_config with the message, nothing is asked."""
     board.config.pop("https")

@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from conftest import DEV_ID, OLD_VERSION
+from conftest import DEV_ID, OLD_VERSION, REPO
 from sim import micropython
 from sim.device import Device
 from sim.esp_image import build_app_image
@@ -40,34 +40,15 @@ BUDGETS = {
 }
 HEAP_BUDGET, DELTA_HEAP_BUDGET = BUDGETS[micropython.host()["bits"], micropython.host()["frozen"]]
 
-WATCH = '''
-import gc
-import onenet_ota
-from onenet_ota import fota
-samples = [0] * 64  # preallocated: appending would allocate as the list grows
-count = [0]
-_write = fota.Slot.write
-def write(self, sector, buf):
-    samples[count[0]] = gc.mem_alloc()
-    count[0] += 1
-    _write(self, sector, buf)
-fota.Slot.write = write
-gc.disable()  # every allocation shows in mem_alloc; none is hidden by a collection
-try:
-    print("ota: result", onenet_ota.run())
-finally:
-    gc.enable()
-    samples = samples[:count[0]]
-    steps = [b - a for a, b in zip(samples, samples[1:])]
-    print("steps", steps)
-'''
+# the bench's main.py that samples gc.mem_alloc() at every sector write, the collector off
+WATCH = REPO / "tools" / "bench_device" / "watch_main.py"
 
 
 def test_download_loop_allocates_nothing(board, platform):
     """Between two sector writes of one Range fragment nothing is allocated; only the
     request of the next fragment (every 16 sectors) allocates."""
     board.install(reboot=False)
-    (board.device.fs / "main.py").write_text(WATCH)
+    (board.device.fs / "main.py").write_text(WATCH.read_text())
     board.add_task(board.image("1.1"), target="1.1")
     out = board.boot(heapsize="4m").output
     steps = eval(out.split("steps ", 1)[1].splitlines()[0])

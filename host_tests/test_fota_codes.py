@@ -410,6 +410,14 @@ REPORTABLE = [
     ({"target": 11}, "target"),
     ({"retry": -1}, "retry"),
     ({"ipPort": "evil/host:80"}, "ip_port"),
+    # each would have made a download URL that does not parse
+    ({"ipPort": "host:port"}, "ip_port"),
+    ({"ipPort": "host:0"}, "ip_port"),
+    ({"ipPort": "host:65536"}, "ip_port"),
+    ({"ipPort": "host:"}, "ip_port"),
+    ({"ipPort": ":8080"}, "ip_port"),
+    ({"ipPort": "a:1:2"}, "ip_port"),
+    ({"ipPort": "host:+80"}, "ip_port"),
 ]
 
 
@@ -433,7 +441,7 @@ def test_huge_size_is_102(board, platform):
     assert platform.sequence() == ["version_report", "check", "report"]
 
 
-BAD_TOKENS = [None, "", "a/b", "a b", "tok\r\nX-Evil: 1", "tok\n", "a?b=c", "t" * 129, 12345]
+BAD_TOKENS = [None, "", "a/b", "a b", "tok\r\nX-Evil: 1", "tok\n", "a?b=c", "t" * 129, 12345, ".", ".."]
 
 
 @pytest.mark.parametrize("token", BAD_TOKENS, ids=[repr(t) for t in BAD_TOKENS])

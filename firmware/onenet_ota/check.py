@@ -97,7 +97,8 @@ def task(d, kind):
     t = {"kind": kind}
     for name, cls, default, most in _FIELDS:
         value = d.get(name, default)
-        if type(value) is not cls or (most and not plain(value, most)):
+        # a token "." or ".." would climb a path segment of the download URL
+        if type(value) is not cls or (most and not plain(value, most)) or (name == "token" and value in (".", "..")):
             raise TaskError("task %s: %r" % (name, value), t.get("token"))
         t[name] = value
     md5 = t["md5"] = t["md5"].lower()
@@ -107,10 +108,18 @@ def task(d, kind):
     t["delta"] = t["delta"] == 2
     ip_port = t["ip_port"]
     if t["size"] <= 0 or len(md5) != 32 or t["retry"] < 0 or t["interval"] < 0 \
-            or not (ip_port == "" or plain(ip_port.replace(":", ""), 255)):
+            or not (ip_port == "" or _origin(ip_port)):
         raise TaskError("task data out of range: size %d md5 %s retry %d interval %d ip_port %s" % (
             t["size"], md5, t["retry"], t["interval"], ip_port), t["token"])
     return t
+
+
+def _origin(s):
+    """Whether s is host or host:port (1..65535): a URL built from it cannot fail to parse."""
+    host, colon, port = s.partition(":")
+    if not plain(host, 253):
+        return False
+    return not colon or (port.isdigit() and len(port) < 6 and 0 < int(port) < 65536)
 
 
 def upgraded(platform, running):

@@ -507,6 +507,18 @@ step("loop", lambda: c.request("GET", URL + "/loop"))
     assert got["loop"] == "ProtocolError redirects"
 
 
+@pytest.mark.parametrize("location", ["ftp://127.0.0.1/x", "http://127.0.0.1:port/x",
+                                      "file:///etc/passwd", "mailto://x"])
+def test_a_location_that_does_not_parse_is_a_protocol_error(serve, location):
+    """A Location the client cannot follow is an HTTPError (which the download retries and
+    ends in its report code), never a bare ValueError that escapes the cycle."""
+    s = serve([reply(302, headers=["Location: " + location])])
+    got, out = device("""
+step("r", lambda: http.Client(timeout=2).request("GET", URL))
+""", URL=s.url("/a"))
+    assert got["r"] == "ProtocolError bad url", out
+
+
 def test_redirect_keeps_the_timeout(serve):
     target = serve([stall(b"HTTP/1.1 200 OK\r\n", 5)])
     s = serve([reply(302, headers=["Location: " + target.url("/slow")])])

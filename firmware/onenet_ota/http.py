@@ -174,8 +174,8 @@ class Client:
             sc, _, path = url.partition("://")
             host, _, path = path.partition("/")
             tls = sc == "https"
-            if not (tls or sc == "http"):
-                raise ValueError(url)
+            if not (tls or sc == "http"):  # the caller's URL, or a Location (ftp:, //host...)
+                raise ProtocolError("bad url")
             if follow > 1 and not tls:  # follow 2: redirected from https
                 raise TLSError("downgrade")
             o = sc + "://" + host

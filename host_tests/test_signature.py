@@ -24,7 +24,8 @@ from conftest import REPO
 from sim.device import RESET_EXIT, Device
 from sim.esp_image import build_app_image
 from test_fota_codes import (DOWNLOADING, FAILED, TBU, UPGRADING, assert_failed, assert_nothing_more,
-                             assert_upgraded, run, slot_holds)
+                             assert_boot_untouched, assert_no_journal, assert_upgraded, result_of, run,
+                             slot_holds)
 from tools import package_fota
 
 SECTOR = 4096
@@ -379,3 +380,42 @@ def test_a_cut_between_the_101_and_the_check_still_checks_at_the_next_boot(board
     result = run(board)
     assert_failed(board, result, task, 206, r"signature: block 0: key \w+\.\.\. not trusted",
                   reports=[(101, 0), (101, 21), (206, 0)], history=[TBU, DOWNLOADING, UPGRADING, FAILED])
+
+
+# ---- a board with hardware Secure Boot V2 (sim/board/esp32.py: FAKE_ESP32_SECURE_BOOT) -------------
+
+def test_a_signed_package_boots_on_a_board_with_hardware_secure_boot(board, platform, tmp_path, keys):
+    """The format is the bootloader's: the boot switch of a Secure Boot board takes it."""
+    raw = tmp_path / "new.bin"
+    raw.write_bytes(board.image("1.1"))
+    package = signed(raw, keys, "a")
+    task = board.add_task(package, target="1.1")
+    first = run(board, env={"FAKE_ESP32_SECURE_BOOT": keys["a"][1]})
+    assert first.returncode == RESET_EXIT, first.output
+    assert_upgraded(board, platform, task, package)
+
+
+def test_a_boot_switch_refused_by_secure_boot_is_206_reported_once_and_not_retried(board, platform, keys):
+    """set_boot() raises (ESP_ERR_OTA_VALIDATE_FAILED) for an image the eFuse key did not
+    sign. Before, the OSError escaped the cycle and the journal said VERIFIED: every boot
+    tried the switch again. Now: 206, kept in the journal (the platform's connection was
+    closed for the switch) and sent first by the next cycle, which then checks as usual."""
+    package = board.image("1.1")
+    task = board.add_task(package, target="1.1")
+    secure = {"FAKE_ESP32_SECURE_BOOT": keys["a"][1]}
+    first = run(board, env=secure)
+    out = first.output
+    assert first.returncode == 0 and "Traceback" not in out, out
+    assert result_of(out) == 206, out
+    assert re.search(r"^ota: failed 206 the boot switch was refused: .*5379", out, re.M), out  # 0x1503
+    assert "ota: report 206 at the next cycle" in out, out
+    assert task.reports == [(101, 0)]
+    assert json.loads(board.device.fs.joinpath("ota_journal.json").read_text())["phase"] == "report"
+    assert_boot_untouched(board)
+    second = run(board, env=secure)
+    assert second.returncode == 0 and result_of(second.output) is None, second.output
+    assert task.reports == [(101, 0), (206, 0)] and task.state == FAILED
+    assert platform.sequence()[-3:] == ["report", "check", "check"]
+    assert_no_journal(board)
+    assert_boot_untouched(board)
+    assert_nothing_more(board, platform, task)

@@ -12,7 +12,7 @@
 from micropython import const
 
 from onenet_ota import journal, fota
-from onenet_ota.codes import log, drop, Fail, ENDED, IDLE, FETCH, SWITCH, DONE, UPGRADED
+from onenet_ota.codes import log, drop, Fail, ENDED, IDLE, FETCH, SWITCH, DONE, UPGRADED, UPGRADE_FAILED
 
 APP_MANIFEST = "app/manifest.json"
 STATE_PATH = "ota_state.json"  # the dev_id looked up (over TLS; over http), the versions last reported, a lasting failure
@@ -156,6 +156,9 @@ class Cycle:
         """Report the code in the journal; a task the platform already ended is fine. A code
         that the same package would end in again is remembered: it is not downloaded again."""
         code = entry["code"]
+        if not self.platform:  # gone before a switch that failed: the next cycle sends it
+            log("report", code, "at the next cycle")
+            return
         try:
             self.platform.report(entry, code)
         except Fail as e:  # the platform ended the task itself
@@ -174,7 +177,12 @@ class Cycle:
         self.platform = None  # type: ignore[assignment]  # run() closes nothing more
         for name in _PLATFORM:
             drop(name)
-        boot()
+        try:
+            boot()
+        except OSError as e:  # hardware Secure Boot refuses an image it cannot verify
+            if entry["kind"] != "fota":
+                raise  # a swap that failed midway is finished or undone by sota_boot
+            raise Fail(UPGRADE_FAILED, "the boot switch was refused: %s" % e)
         entry["phase"] = journal.SWITCHED
         journal.save(entry)
         log("switching to", entry["target"])

@@ -20,6 +20,9 @@
 #                 sector is erased, between that erase and the write of the new entry, or at
 #                 the end of the call ("set_boot", "mark_valid" alone mean before)
 # The hot path pays a countdown of small ints: no allocation; the rest is in _esp32_ota.
+# Hardware Secure Boot V2, from $FAKE_ESP32_SECURE_BOOT (the hex digests of the keys burnt in
+# eFuse, comma-separated): set_boot() refuses (ESP_ERR_OTA_VALIDATE_FAILED) an image that
+# carries no signature block of such a key (_esp32_ota._signed says what is checked).
 import os
 import struct
 import micropython

@@ -404,7 +404,7 @@ def cut_in_the_second_fragment(board, platform):
 
 @pytest.mark.parametrize("damage", [
     "truncated", "garbage", "empty", "list", "other format", "written beyond size",
-    "missing field", "bool size", "unknown phase",
+    "missing field", "bool size", "unknown phase", "written not sector-aligned",
 ])
 def test_a_journal_that_cannot_be_trusted_is_dropped(board, platform, upgrade, damage):
     old, new, task = upgrade
@@ -420,6 +420,8 @@ def test_a_journal_that_cannot_be_trusted_is_dropped(board, platform, upgrade, d
         "missing field": json.dumps({k: v for k, v in entry.items() if k != "md5"}),
         "bool size": json.dumps(dict(entry, size=True)),
         "unknown phase": json.dumps(dict(entry, phase="applied")),
+        # a resume from there would write package bytes shifted into the sector below it
+        "written not sector-aligned": json.dumps(dict(entry, written=entry["written"] - 100)),
     }[damage]
     (board.device.fs / JOURNAL).write_text(bad, errors="surrogateescape")
     since = len(platform.requests)

@@ -7,9 +7,11 @@
 # is removed and the cycle starts over from the platform's view.
 import json
 import os
+from micropython import const
 
 PATH = "ota_journal.json"
 _FORMAT = 1
+_SECTOR = const(4096)  # fota.SECTOR: the flash erases and the download writes whole sectors
 
 # Phases, in order. DOWNLOAD: bytes are going into the slot. VERIFIED: the package passed every
 # check and 101 went out; the switch may or may not have happened. SWITCHED: the new image or
@@ -56,6 +58,8 @@ def _valid(state):
         state["phase"] in (DOWNLOAD, VERIFIED, SWITCHED)
         and state["kind"] in ("fota", "sota")
         and 0 <= state["written"] <= state["size"]
+        # a resume starts at a sector boundary: the slot is written whole sectors at a time
+        and (state["written"] % _SECTOR == 0 or state["written"] == state["size"])
     )
 
 

@@ -11,12 +11,13 @@ those tests install their own main.py (``app_main``) that does so.
 """
 from __future__ import annotations
 
+import json
 import random
 import re
 
 import pytest
 
-from conftest import DEV_ID, download_sequence, request_ranges
+from conftest import DEV_ID, UNIQUE_ID, download_sequence, request_ranges
 from sim.device import RESET_EXIT
 from sim.esp_image import build_app_image
 
@@ -431,6 +432,35 @@ def test_malformed_task_data_is_107(board, platform, fields, name):
     assert_failed(board, result, task, 107, "task.*%s" % name, history=[TBU, FAILED])
     assert platform.sequence() == ["version_report", "check", "report"]
     assert slot_erased(board)
+
+
+STATES = {
+    "a list": [1, 2],
+    "a string": "reported",
+    "reported not text": {"reported": 5},
+    "failed not a list": {"failed": "x"},
+    "failed too short": {"failed": ["t"]},
+    "failed with a code that is not lasting": {"failed": ["{token}", "{md5}", 107]},
+    "failed with a code that is no code": {"failed": ["{token}", "{md5}", "206"]},
+    "a dev_id that is no number": {"dev_id_tls": "../20001", "dev_id_http": 20001},  # looked up instead
+}
+
+
+@pytest.mark.parametrize("state", STATES.values(), ids=STATES.keys())
+def test_a_state_file_of_another_shape_is_forgotten(board, platform, state):
+    """ota_state.json damaged or written by something else: its fields of another shape are
+    dropped, never acted on (before: an AttributeError out of the cycle, or the cycle failing
+    the task with any code the file named)."""
+    if "dev_id_tls" in state:
+        board.install(device_id="", unique_id=UNIQUE_ID)
+    new = board.image("1.1")
+    task = board.add_task(new, target="1.1")
+    text = json.dumps(state).replace("{token}", task.token).replace("{md5}", task.md5)
+    (board.device.fs / "ota_state.json").write_text(text)
+    first = run(board)
+    assert first.returncode == RESET_EXIT and "Traceback" not in first.output, first.output
+    assert task.reports == [(101, 0)]
+    assert_upgraded(board, platform, task, new)
 
 
 def test_huge_size_is_102(board, platform):

@@ -151,3 +151,22 @@ def test_a_dev_id_looked_up_over_plain_http_is_asked_again_and_a_changed_one_ref
     assert result_of(third.output) == "none"
     assert [r.endpoint for r in platform.requests[asked:]] == ["dev_info"]  # nothing after it
     assert_boot_untouched(board)
+
+
+def test_a_device_known_by_its_unique_id_confirms_its_upgrade_and_delivers_a_late_report(board, platform):
+    """The dev_id is looked up before the first call that names it, whatever the cycle does
+    first: before, only the check phase looked it up, so the confirmation after the reboot
+    (and a report kept for the next cycle) asked the platform about dev_id None, and every
+    upgrade of a device configured by unique_id was rolled back."""
+    from conftest import DEV_ID, UNIQUE_ID
+    from sim.device import RESET_EXIT
+    from test_fota_codes import assert_upgraded, run
+
+    board.install(device_id="", unique_id=UNIQUE_ID)
+    new = board.image("1.1")
+    task = board.add_task(new, target="1.1")
+    first = run(board)
+    assert first.returncode == RESET_EXIT, first.output
+    assert_upgraded(board, platform, task, new)
+    confirming = [r for r in platform.requests if r.endpoint in ("tasking", "report")]
+    assert confirming and all(r.query.get("dev_id") == DEV_ID for r in confirming)

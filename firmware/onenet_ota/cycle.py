@@ -26,6 +26,24 @@ _LASTING = (102, 204, 205, 206)
 _PLATFORM = ("south", "auth", "clock", "http", "_tls")
 
 
+def _known(state):
+    """ota_state.json with only the fields in the shape the cycle writes them: a damaged
+    file, or another version's, is forgotten field by field, never acted on."""
+    if type(state) is not dict:
+        return {}
+    for name in list(state):
+        v = state[name]
+        if name in ("dev_id_tls", "dev_id_http"):
+            ok = type(v) is str and v.isdigit()
+        elif name == "reported":
+            ok = type(v) is str
+        else:  # "failed": [token, md5, a lasting code]
+            ok = name == "failed" and type(v) is list and len(v) == 3 and v[2] in _LASTING
+        if not ok:
+            del state[name]
+    return state
+
+
 class Cycle:
     """battery() and signal() return the levels the task's `power` and `signal` thresholds
     are compared with; progress(percent) sees the download advance. All are optional."""
@@ -38,7 +56,7 @@ class Cycle:
         from onenet_ota.south import South
 
         self.platform: South = South(cfg)
-        self.state = journal.read_json(STATE_PATH) or {}
+        self.state = _known(journal.read_json(STATE_PATH))
         self.chip, self.running = fota.running_build(self.buf)
         if cfg.version:
             self.running = cfg.version
@@ -49,6 +67,11 @@ class Cycle:
         platform ended it), or SWITCHING."""
         task = None  # the task at work, which a Fail ends
         try:
+            # who the device is, before any call that names it (a report, a confirmation):
+            # the dev_id looked up over TLS (taken), or over plain http (to compare with)
+            looked_up = self.platform.identify(self.state.get("dev_id_tls"), self.state.get("dev_id_http"))
+            if looked_up:
+                self._remember(*looked_up)
             entry = journal.load()
             if entry and entry["phase"] == journal.REPORT:
                 self._deliver(entry)  # before anything new: the platform waits for it
@@ -90,10 +113,6 @@ class Cycle:
         from onenet_ota import check
 
         try:
-            # the dev_id looked up over TLS (taken), or over plain http (to compare with)
-            looked_up = self.platform.identify(self.state.get("dev_id_tls"), self.state.get("dev_id_http"))
-            if looked_up:
-                self._remember(*looked_up)
             reported = self.state.get("reported")
             if reported != self._versions():
                 # not the first boot and the firmware changed: was it an upgrade?

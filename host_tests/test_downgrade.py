@@ -246,3 +246,33 @@ def test_the_comparison_rule_on_the_unix_port(tmp_path):
     wrong = [(t, c, want) for (t, c, want), g in zip(CASES, got) if g is not want]
     assert not wrong, wrong
     assert json.loads(lines[1]) == [[1, 10], [0], [1, 1], None, None]
+
+
+# ---- software anti-rollback: secure_version ---------------------------------------------------------
+
+def on_secure_version(board, n):
+    """The board, re-made to run 1.0 built with secure_version n."""
+    board.device = Device(board.device.root.parent / ("device-sv%d" % n), image=board.image("1.0", secure_version=n))
+    board.install()
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_a_lower_secure_version_is_204_even_for_a_newer_version(board, platform, allow):
+    """The image's secure_version is checked after the download with the rest of the image:
+    below the running image's, 204 and the old image runs, whatever allow_downgrade says."""
+    on_secure_version(board, 2)
+    board.install(allow_downgrade=allow)
+    task = board.add_task(board.image("1.1", secure_version=1), target="1.1")
+    result = run(board)
+    assert_failed(board, result, task, 204, "image has secure_version 1, the running one 2")
+    assert "download" in platform.sequence()  # found in the image: after the download
+
+
+@pytest.mark.parametrize("secure", [2, 3])
+def test_an_equal_or_higher_secure_version_is_taken(board, platform, secure):
+    on_secure_version(board, 2)
+    new = board.image("1.1", secure_version=secure)
+    task = board.add_task(new, target="1.1")
+    first = run(board)
+    assert first.returncode == RESET_EXIT, first.output
+    assert_upgraded(board, platform, task, new)

@@ -65,7 +65,7 @@ def app_desc(version: str, project: str = "micropython", secure_version: int = 0
 
 
 def build_app_image(version: str, size: int | None = None, *, chip: str = "esp32",
-                    project: str = "micropython", seed: int = 0) -> bytes:
+                    project: str = "micropython", seed: int = 0, secure_version: int = 0) -> bytes:
     """A valid app image for `chip` carrying `version`, about `size` bytes long (>= 16 KiB,
     default 256 KiB).
 
@@ -80,7 +80,7 @@ def build_app_image(version: str, size: int | None = None, *, chip: str = "esp32
     rng = random.Random(f"{seed}:{chip}:{version}")
     dram = rng.randbytes(0x1000)
     iram = rng.randbytes(0x2000)
-    desc = app_desc(version, project)
+    desc = app_desc(version, project, secure_version)
     # An image below ~96 KiB cannot hold an IROM segment (it starts on the second MMU
     # page), so small images keep all filler in the DROM segment.
     with_text = size >= 0x18000
